@@ -1,0 +1,3 @@
+from gensearcher.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Validating the final answer against the images this trajectory has actually seen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gensearcher.agent.registry import ImageRegistry, normalise_img_id
+from gensearcher.agent.trajectory import Answer, ReferenceImage
+
+
+def validate_answer(payload: dict[str, Any], registry: ImageRegistry, *, max_refs: int) -> Answer | list[str]:
+    """Return the enriched answer, or the list of problems to show the model.
+
+    References are de-duplicated and sorted by id (the order the prompt's ordinals refer to). An answer
+    without references is valid: the generator then works from the text alone.
+    """
+    problems: list[str] = []
+    gen_prompt = payload.get("gen_prompt")
+    if not isinstance(gen_prompt, str) or not gen_prompt.strip():
+        problems.append('"gen_prompt" must be a non-empty string')
+    raw_refs = payload.get("reference_images", [])
+    if raw_refs is None:
+        raw_refs = []
+    if not isinstance(raw_refs, list):
+        return [*problems, '"reference_images" must be a list of {"img_id": ..., "note": ...} objects']
+
+    refs: dict[str, ReferenceImage] = {}
+    order: list[str] = []
+    unknown: list[str] = []
+    for item in raw_refs:
+        if isinstance(item, str):
+            item = {"img_id": item}
+        if not isinstance(item, dict) or not isinstance(item.get("img_id"), str):
+            problems.append('each reference image must be an object with an "img_id" string')
+            continue
+        image = registry.get(item["img_id"])
+        if image is None:
+            unknown.append(item["img_id"])
+            continue
+        order.append(image.img_id)
+        if image.img_id not in refs:
+            note = item.get("note")
+            refs[image.img_id] = ReferenceImage(
+                img_id=image.img_id,
+                note=note if isinstance(note, str) else "",
+                url=image.url,
+                local_path=image.local_path,
+                title=image.title,
+                page_url=image.page_url,
+                sha256=image.sha256,
+            )
+    if unknown:
+        known = ", ".join(image.img_id for image in registry.all()) or "none yet"
+        problems.append(f"unknown image id(s) {', '.join(unknown)}; the ids you have seen are: {known}")
+    if len(refs) > max_refs:
+        problems.append(f"{len(refs)} reference images were cited; choose at most {max_refs}")
+    if problems:
+        return problems
+    ids = sorted(refs, key=lambda img_id: int(normalise_img_id(img_id)[4:]))
+    first_seen = list(dict.fromkeys(order))
+    return Answer(
+        gen_prompt=str(gen_prompt).strip(),
+        reference_images=[refs[img_id] for img_id in ids],
+        reordered=first_seen != ids,
+        duplicates_removed=len(order) - len(refs),
+    )

@@ -1,0 +1,249 @@
+"""The research agent: one async loop over policy turns and tool calls.
+
+Each round the policy writes one turn; the turn is a tool call (run it, show the result), an answer
+(validate it; done if valid) or unusable (say why). Every problem the model can fix becomes an
+observation and the loop goes on while budget remains. After `max_llm_calls` rounds without an answer, a
+final round asks for the answer alone. The loop does not know about the CLI or files other than images:
+the batch runner and the GRPO trainer drive the same `Agent.run`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gensearcher import __version__
+from gensearcher.agent import prompts
+from gensearcher.agent.answer import validate_answer
+from gensearcher.agent.protocol import AnswerTurn, InvalidTurn, ToolCallTurn, parse_turn, strip_hallucinated_observation
+from gensearcher.agent.registry import ImageRegistry
+from gensearcher.agent.trajectory import Answer, Step, Task, Termination, ToolCallRecord, Trajectory
+from gensearcher.config import AgentConfig
+from gensearcher.errors import ContextLengthExceeded, PolicyError, ToolError
+from gensearcher.images import prepare_for_policy
+from gensearcher.messages import ImageRef, Message
+from gensearcher.policy.base import PolicyBackend, PolicyResponse, TokenUsage
+from gensearcher.tools.base import Toolbox, ToolCallOutcome
+
+logger = logging.getLogger(__name__)
+
+# Context-guard estimate: ~3 characters per text token, one token per 28x28 pixels of image (Qwen-VL).
+_CHARS_PER_TOKEN = 3
+_PIXELS_PER_TOKEN = 28 * 28
+
+
+@dataclass
+class _Run:
+    """The mutable state of one trajectory while it runs."""
+
+    task: Task
+    messages: list[Message]
+    registry: ImageRegistry = field(default_factory=ImageRegistry)
+    steps: list[Step] = field(default_factory=list)
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    answer: Answer | None = None
+    policy_s: float = 0.0
+    tools_s: float = 0.0
+    known_tokens: int = 0  # prompt + completion tokens of the last call, as the server counted them
+    counted_messages: int = 0  # messages covered by known_tokens
+
+
+class Agent:
+    """A research agent: a policy, a toolbox and the rules of the loop.
+
+    Args:
+        policy: the backend that writes each turn.
+        toolbox: the tools the policy may call.
+        config: budgets (rounds, tokens, context) and tool deadlines.
+        max_refs: the most reference images an answer may cite (shared with the generator).
+        max_pixels: pixel cap of every image shown to the policy.
+        image_dir: where the capped copies of those images are stored.
+        system_template: a system prompt template (default: ours); see `gensearcher.agent.prompts`.
+        record: extra data stored in every trajectory (the masked configuration).
+    """
+
+    def __init__(
+        self,
+        policy: PolicyBackend,
+        toolbox: Toolbox,
+        *,
+        config: AgentConfig,
+        max_refs: int,
+        max_pixels: int,
+        image_dir: Path,
+        system_template: str | None = None,
+        record: dict[str, Any] | None = None,
+    ):
+        self.policy = policy
+        self.toolbox = toolbox
+        self.config = config
+        self.max_refs = max_refs
+        self.max_pixels = max_pixels
+        self.image_dir = image_dir
+        self.system_prompt = prompts.render_system_prompt(
+            system_template or prompts.default_system_template(),
+            date=config.today(),
+            tools=toolbox.schemas_json(),
+            max_refs=max_refs,
+            max_tool_calls=max(1, config.max_llm_calls - 1),
+        )
+        self.record = record or {}
+
+    async def run(self, task: Task) -> Trajectory:
+        """Research one task. Never raises for model or tool problems; a policy failure ends as 'error'."""
+        started, clock = _dt.datetime.now(_dt.UTC).isoformat(), time.monotonic()
+        run = _Run(task=task, messages=[Message(role="system", text=self.system_prompt), Message(role="user", text=task.prompt)])
+        termination: Termination | None = None
+        error: str | None = None
+        try:
+            for round_no in range(1, self.config.max_llm_calls + 1):
+                termination = await self._round(run, round_no, final=False)
+                if termination is not None:
+                    break
+            else:
+                run.messages.append(Message(role="user", text=prompts.FINAL_ROUND_MESSAGE))
+                termination = await self._round(run, self.config.max_llm_calls + 1, final=True)
+        except ContextLengthExceeded as exc:
+            termination, error = "context_exceeded", str(exc)
+        except PolicyError as exc:
+            termination, error = "error", str(exc)
+        return Trajectory(
+            task=task,
+            messages=run.messages,
+            steps=run.steps,
+            images=run.registry.all(),
+            answer=run.answer,
+            termination=termination or "no_answer",
+            error=error,
+            rounds=len(run.steps),
+            usage=run.usage,
+            started_at=started,
+            duration_s=time.monotonic() - clock,
+            policy_s=run.policy_s,
+            tools_s=run.tools_s,
+            config=self.record,
+            versions={"gensearcher": __version__, "python": platform.python_version(), "policy": self.policy.describe()},
+        )
+
+    async def _round(self, run: _Run, round_no: int, *, final: bool) -> Termination | None:
+        """One policy turn and its consequence. Returns a termination, or None to go on."""
+        self._check_context(run)
+        response = await self.policy.complete(run.messages, max_tokens=self.config.max_new_tokens_per_turn)
+        self._account(run, response)
+        text = strip_hallucinated_observation(response.text)
+        previous = next((m.text for m in reversed(run.messages) if m.role == "assistant"), None)
+        run.messages.append(Message(role="assistant", text=text))
+        turn = parse_turn(text, final_round=final)
+        step = _new_step(round_no, final, text, response, turn.kind)
+        run.steps.append(step)
+        if text == previous:
+            return "repeated_response"
+
+        if isinstance(turn, AnswerTurn):
+            checked = validate_answer(turn.payload, run.registry, max_refs=self.max_refs)
+            if isinstance(checked, Answer):
+                run.answer = checked
+                return "answer"
+            step.problem = "; ".join(checked)
+            if final:
+                return "answer_invalid"
+            self._observe(run, f"The answer was not accepted: {step.problem}. Fix it and answer again.")
+            return None
+        if final:
+            step.problem = "no answer in the final round"
+            return "no_answer"
+        if isinstance(turn, InvalidTurn):
+            step.problem = turn.problem
+            truncated = response.finish_reason == "length"
+            self._observe(run, prompts.TOO_LONG_MESSAGE if truncated else prompts.FORMAT_MESSAGE.format(problem=turn.problem))
+            return None
+        await self._call_tool(run, step, turn)
+        return None
+
+    async def _call_tool(self, run: _Run, step: Step, turn: ToolCallTurn) -> None:
+        outcome = await self.toolbox.call(turn.name, turn.arguments)
+        run.tools_s += outcome.duration_s
+        text, images, image_ids = self._present(run, turn, outcome)
+        if turn.ignored_calls:
+            text += f"\n(Only the first tool call of your reply was run; {turn.ignored_calls} more were ignored.)"
+        step.tool_call = ToolCallRecord(
+            name=turn.name,
+            arguments=outcome.arguments or turn.arguments,
+            result_text=text,
+            error=outcome.result.error,
+            duration_s=outcome.duration_s,
+            image_ids=image_ids,
+            cache_keys=outcome.result.cache_keys,
+        )
+        self._observe(run, text, images)
+
+    def _present(self, run: _Run, turn: ToolCallTurn, outcome: ToolCallOutcome) -> tuple[str, list[ImageRef], list[str]]:
+        """The observation for a tool result. Image hits get IMG ids; the first few are attached."""
+        result = outcome.result
+        if turn.name != "image_search" or result.error:
+            return result.text, [], []
+        query = outcome.arguments.get("query", "")
+        lines = [f"--- image search result for [{query}] ---"]
+        attached: list[ImageRef] = []
+        image_ids: list[str] = []
+        for hit in result.images:
+            image = run.registry.register(hit)
+            image_ids.append(image.img_id)
+            lines.append(f"{image.img_id}: title: {image.title or ''}")
+            lines.append(f"  url: {image.url or ''}")
+            lines.append(f"  local_path: {image.local_path}")
+            if image.page_url:
+                lines.append(f"  page_url: {image.page_url}")
+            if len(attached) < self.config.max_images_per_search:
+                try:
+                    attached.append(prepare_for_policy(Path(image.local_path), self.image_dir, self.max_pixels))
+                except ToolError as exc:
+                    lines.append(f"  (not attached: {exc})")
+        if result.text:
+            lines.append(result.text)
+        lines.append("--- end of image search result ---")
+        return "\n".join(lines), attached, image_ids
+
+    @staticmethod
+    def _observe(run: _Run, text: str, images: list[ImageRef] | None = None) -> None:
+        run.messages.append(Message(role="user", text=f"<tool_response>\n{text}\n</tool_response>", images=images or []))
+
+    def _account(self, run: _Run, response: PolicyResponse) -> None:
+        run.usage = run.usage + response.usage
+        run.policy_s += response.latency_s
+        if response.usage.prompt_tokens:
+            run.known_tokens = response.usage.prompt_tokens + response.usage.completion_tokens
+            run.counted_messages = len(run.messages) + 1  # the assistant turn about to be appended
+
+    def _check_context(self, run: _Run) -> None:
+        """Stop before a call whose prompt (estimated) plus its reply could not fit the context guard."""
+        estimate = run.known_tokens + sum(_estimate_tokens(m) for m in run.messages[run.counted_messages :])
+        limit = self.config.max_context_tokens
+        if estimate + self.config.max_new_tokens_per_turn > limit:
+            raise ContextLengthExceeded(f"the next prompt (~{estimate} tokens) plus a reply would pass the {limit}-token guard")
+
+
+def _estimate_tokens(message: Message) -> int:
+    pixels = sum(image.width * image.height for image in message.images)
+    return len(message.text) // _CHARS_PER_TOKEN + pixels // _PIXELS_PER_TOKEN + 4
+
+
+def _new_step(round_no: int, final: bool, text: str, response: PolicyResponse, action: str) -> Step:
+    return Step(
+        round=round_no,
+        final_round=final,
+        response=text,
+        finish_reason=response.finish_reason,
+        usage=response.usage,
+        latency_s=response.latency_s,
+        attempts=response.attempts,
+        action=action,  # type: ignore[arg-type]
+        prompt_token_ids=response.prompt_token_ids,
+        completion_token_ids=response.completion_token_ids,
+        completion_logprobs=response.completion_logprobs,
+    )

@@ -1,0 +1,63 @@
+"""Per-trajectory image ids: IMG_001, IMG_002, ... in order of first sight.
+
+The same picture seen again (same content hash, file or URL) keeps its id, so the policy can cite an
+image from any earlier search.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel
+
+from gensearcher.tools.base import ImageHit
+
+_ID = re.compile(r"^\s*IMG[_\-\s]?0*(\d+)\s*$", re.I)
+
+
+class RegisteredImage(BaseModel):
+    img_id: str
+    local_path: str
+    url: str | None = None
+    title: str | None = None
+    page_url: str | None = None
+    sha256: str | None = None
+
+
+def normalise_img_id(value: str) -> str:
+    """'IMG_1', 'img-001' and 'IMG_001' all mean IMG_001; anything else is returned unchanged."""
+    match = _ID.match(value)
+    return f"IMG_{int(match.group(1)):03d}" if match else value.strip()
+
+
+class ImageRegistry:
+    def __init__(self) -> None:
+        self._by_id: dict[str, RegisteredImage] = {}
+        self._by_key: dict[str, str] = {}
+
+    def register(self, hit: ImageHit) -> RegisteredImage:
+        keys = [key for key in (hit.sha256, hit.local_path, hit.url) if key]
+        for key in keys:
+            if key in self._by_key:
+                known = self._by_id[self._by_key[key]]
+                for other in keys:
+                    self._by_key.setdefault(other, known.img_id)
+                return known
+        image = RegisteredImage(
+            img_id=f"IMG_{len(self._by_id) + 1:03d}",
+            local_path=hit.local_path,
+            url=hit.url,
+            title=hit.title,
+            page_url=hit.page_url,
+            sha256=hit.sha256,
+        )
+        self._by_id[image.img_id] = image
+        for key in keys:
+            self._by_key[key] = image.img_id
+        return image
+
+    def get(self, img_id: str) -> RegisteredImage | None:
+        return self._by_id.get(normalise_img_id(img_id))
+
+    def all(self) -> list[RegisteredImage]:
+        return list(self._by_id.values())

@@ -1,0 +1,218 @@
+"""The `gensearcher` command line. Commands build their settings, then call library code.
+
+Exit codes: 0 success; 1 the work ran but did not succeed (e.g. no answer); 2 a problem the user can fix
+(bad configuration, missing file, feature not built), printed as one line without a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from gensearcher.errors import GenSearcherError, NotBuiltError, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Search-grounded image generation.")
+prompts_app = typer.Typer(no_args_is_help=True, help="System prompts.")
+app.add_typer(prompts_app, name="prompts")
+
+T = TypeVar("T")
+
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="A gensearcher.toml file.", dir_okay=False)]
+
+
+def _guarded(body: Callable[[], T]) -> T:
+    """Run a command body; user-fixable problems become one line on stderr and exit code 2."""
+    try:
+        return body()
+    except (UserError, NotBuiltError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except GenSearcherError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def research(
+    prompt: Annotated[str | None, typer.Argument(help="The image request to research.")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="tasks.json or .jsonl for a batch.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Trajectories in flight (batch).")] = 8,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a batch, skipping finished items.")] = False,
+    system_prompt_file: Annotated[Path | None, typer.Option(help="Replace the system prompt.")] = None,
+    policy_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible policy endpoint.")] = None,
+    policy_model: Annotated[str | None, typer.Option(help="Served model name or local checkpoint.")] = None,
+    max_llm_calls: Annotated[int | None, typer.Option(help="Rounds before the final round.")] = None,
+    search_backend: Annotated[str | None, typer.Option(help="local, serper, ddgs or searxng.")] = None,
+    local_corpus: Annotated[Path | None, typer.Option(help="Folder for the local search backend.")] = None,
+    config: ConfigFile = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (batch).")] = True,
+) -> None:
+    """Research one prompt, or a whole task file with --input.
+
+    Examples:
+        gensearcher research "The 2026 Tour de France winner lifting the trophy" --out runs/tdf
+        gensearcher research --input KnowGen-Bench.json --out runs/knowgen --concurrency 16 --resume
+    """
+    overrides = {
+        "output_dir": None,
+        "policy": {"base_url": policy_base_url, "model": policy_model},
+        "agent": {"max_llm_calls": max_llm_calls},
+        "search": {"backend": search_backend, "local_corpus": local_corpus},
+    }
+
+    def body() -> int:
+        if (prompt is None) == (input is None):
+            raise UserError("give either a PROMPT or --input FILE")
+        from gensearcher.config import load_settings
+
+        settings = load_settings(overrides, config_file=config)
+        if input is not None:
+            return asyncio.run(_research_batch(settings, input, out, concurrency, resume, system_prompt_file, progress))
+        return asyncio.run(_research_one(settings, prompt or "", out, system_prompt_file))
+
+    code = _guarded(body)
+    raise typer.Exit(code)
+
+
+def _build_agent(settings: Any, out_dir: Path, system_prompt_file: Path | None, *, max_connections: int = 256) -> Any:
+    """Validate everything, then build the agent (policy and tools), before any work starts."""
+    from gensearcher.agent import Agent, load_system_template
+    from gensearcher.policy import build_policy
+    from gensearcher.tools import build_toolbox
+
+    template = load_system_template(system_prompt_file)
+    settings.resolved_policy_backend()
+    toolbox = build_toolbox(settings)
+    image_dir = settings.search.image_dir or out_dir / "images"
+    policy = build_policy(settings, max_connections=max_connections)
+    return Agent(policy, toolbox, config=settings.agent, max_refs=settings.max_refs,
+                 max_pixels=settings.policy.max_pixels, image_dir=image_dir / "policy",
+                 system_template=template, record=settings.masked())
+
+
+async def _research_one(settings: Any, prompt: str, out: Path | None, system_prompt_file: Path | None) -> int:
+    from gensearcher._files import write_atomic
+    from gensearcher.agent import Task
+
+    out_dir = out or settings.output_dir / f"research-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    agent = _build_agent(settings, out_dir, system_prompt_file)
+    try:
+        trajectory = await agent.run(Task(id=0, prompt=prompt))
+    finally:
+        await agent.policy.aclose()
+    path = out_dir / "trajectory.json"
+    write_atomic(path, trajectory.model_dump_json(indent=1).encode("utf-8"))
+    summary = {
+        "termination": trajectory.termination,
+        "gen_prompt": trajectory.answer.gen_prompt if trajectory.answer else None,
+        "reference_images": [r.model_dump(exclude_none=True) for r in trajectory.answer.reference_images]
+        if trajectory.answer else [],
+        "rounds": trajectory.rounds,
+        "error": trajectory.error,
+        "trajectory": str(path),
+    }
+    typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+    return 0 if trajectory.termination == "answer" else 1
+
+
+async def _research_batch(settings: Any, input: Path, out: Path | None, concurrency: int, resume: bool,
+                          system_prompt_file: Path | None, progress: bool) -> int:
+    from gensearcher.agent import BatchRunner, load_tasks
+
+    tasks = load_tasks(input)
+    out_dir = out or settings.output_dir / input.stem
+    agent = _build_agent(settings, out_dir, system_prompt_file, max_connections=max(concurrency, 1))
+    reporter = _ProgressReporter(len(tasks), enabled=progress)
+    runner = BatchRunner(agent, out_dir, concurrency=concurrency, resume=resume, on_item=reporter.update)
+    try:
+        with reporter:
+            summary = await runner.run(tasks)
+    finally:
+        await agent.policy.aclose()
+    typer.echo(summary.model_dump_json(indent=2))
+    return 0
+
+
+class _ProgressReporter:
+    """A rich progress bar on a terminal; one line per item otherwise (logs, CI)."""
+
+    def __init__(self, total: int, *, enabled: bool):
+        self.total = total
+        self.enabled = enabled
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _ProgressReporter:
+        if self.enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("research"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                 console=Console(stderr=True))
+            self._bar.start()
+            self._task = self._bar.add_task("research", total=self.total)
+        return self
+
+    def update(self, row: dict[str, Any], done: int, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done)
+        elif self.enabled:
+            typer.echo(f"[{done}/{total}] id={row['id']} termination={row['termination']}", err=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+@app.command("config")
+def show_config(
+    config: ConfigFile = None,
+    env: Annotated[bool, typer.Option("--env", help="List the environment names of every setting.")] = False,
+) -> None:
+    """Print the effective configuration (secrets masked) as JSON."""
+
+    def body() -> None:
+        from gensearcher.config import all_env_names, load_settings
+
+        if env:
+            typer.echo(json.dumps(all_env_names(), indent=2))
+            return
+        typer.echo(json.dumps(load_settings(config_file=config).masked(), indent=2, default=str))
+
+    _guarded(body)
+
+
+@prompts_app.command("import-reference")
+def import_reference(
+    path: Annotated[Path, typer.Argument(help="Your Gen-Searcher checkout, or its agent .py file.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to save the prompt file.")] = Path("reference-system-prompt.md"),
+) -> None:
+    """Save the reference system's original prompt from your own copy, for --system-prompt-file."""
+
+    def body() -> None:
+        from gensearcher._files import write_atomic
+        from gensearcher.agent.prompts import import_reference_prompt
+
+        text = import_reference_prompt(path)
+        write_atomic(out, text.encode("utf-8"))
+        typer.echo(f"saved {len(text)} characters to {out}; use it with --system-prompt-file {out}")
+
+    _guarded(body)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0

@@ -1,0 +1,333 @@
+"""The one typed source of configuration.
+
+Precedence, highest first: CLI flags (passed as ``overrides``) > environment > ``.env`` >
+``gensearcher.toml`` > the defaults declared here.
+
+Every field has exactly one derived environment name, ``GENSEARCHER_<SECTION>_<FIELD>`` (or
+``GENSEARCHER_<FIELD>`` at the top level), plus the reference system's names as aliases where they mean
+the same thing (``env_aliases`` below), so an existing ``.env.gen_image`` keeps working. Objects receive
+their own section; nothing else reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gensearcher.errors import ConfigError
+
+ENV_PREFIX = "GENSEARCHER_"
+
+
+def _aliases(*names: str) -> dict[str, Any]:
+    return {"env_aliases": list(names)}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PolicyConfig(_Section):
+    """The vision-language policy that drives the research agent."""
+
+    backend: Literal["auto", "openai", "transformers"] = Field(
+        "auto",
+        description="'openai' (any OpenAI-compatible server: vLLM, SGLang, OpenAI), 'transformers' (in-process), "
+        "or 'auto': openai when base_url is set, else transformers.",
+    )
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")
+    model: str | None = Field(
+        None, description="Served model name (openai) or checkpoint folder / model id (transformers)."
+    )
+    api_key: SecretStr | None = Field(None, description="Bearer token for the endpoint, if it wants one.")
+    temperature: float = Field(0.6, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
+    top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling.")
+    seed: int | None = Field(None, description="Sampling seed sent to the backend, when it honours one.")
+    max_pixels: int = Field(
+        160_000, ge=1024, description="Pixel cap of every image shown to the policy.",
+        json_schema_extra=_aliases("QWEN_VL_MAX_PIXELS"),
+    )
+    request_timeout_s: float = Field(300.0, gt=0, description="Timeout of one HTTP request.")
+    deadline_s: float = Field(900.0, gt=0, description="Total time for one model call, retries included.")
+    max_retries: int = Field(5, ge=0, description="Retries on 429, 5xx, timeouts and connection errors.")
+    return_token_ids: bool = Field(
+        False, description="Ask the server for prompt/completion token ids (vLLM) and keep them per turn."
+    )
+    logprobs: bool = Field(False, description="Ask for per-token log-probabilities and keep them per turn.")
+    device: str = Field("cpu", description="transformers backend: torch device ('cpu', 'cuda', 'cuda:1').")
+    dtype: str = Field("auto", description="transformers backend: torch dtype ('auto', 'bfloat16', 'float32').")
+
+
+class AgentConfig(_Section):
+    """Budgets and limits of the research loop."""
+
+    max_llm_calls: int = Field(
+        9, ge=1, description="Rounds before the forced final round.",
+        json_schema_extra=_aliases("MAX_LLM_CALL_PER_RUN"),
+    )
+    max_new_tokens_per_turn: int = Field(
+        4096, ge=16, description="Generation cap of one turn.",
+        json_schema_extra=_aliases("GEN_MAX_NEW_TOKENS_PER_TURN"),
+    )
+    max_context_tokens: int = Field(
+        64_000, ge=512, description="Context guard: stop with 'context_exceeded' before a prompt would pass this."
+    )
+    max_images_per_search: int = Field(
+        5, ge=0, description="Image-search hits attached to the observation as images."
+    )
+    tool_timeout_s: float = Field(120.0, gt=0, description="Deadline of one tool call.")
+    date: str | None = Field(
+        None, description="Date written into the system prompt (YYYY-MM-DD). Default: today. Fix it to replay."
+    )
+
+    def today(self) -> str:
+        return self.date or _dt.date.today().isoformat()
+
+
+class SearchConfig(_Section):
+    """Research tools (the web tools arrive with the tools issue; names are fixed here)."""
+
+    backend: str | None = Field(None, description="Text search backend: serper, ddgs, searxng or local.")
+    image_backend: str | None = Field(
+        None, description="Image search backend (default: same as backend).",
+        json_schema_extra=_aliases("GENSEARCHER_IMAGE_SEARCH_BACKEND"),
+    )
+    serper_api_key: SecretStr | None = Field(None, json_schema_extra=_aliases("SERPER_KEY_ID"))
+    text_search_url: str = Field(
+        "https://google.serper.dev/search", json_schema_extra=_aliases("TEXT_SEARCH_API_BASE_URL")
+    )
+    image_search_url: str = Field(
+        "https://google.serper.dev/images", json_schema_extra=_aliases("IMAGE_SEARCH_API_BASE_URL")
+    )
+    jina_api_keys: SecretStr | None = Field(None, json_schema_extra=_aliases("JINA_API_KEYS"))
+    summary_base_url: str | None = Field(None, json_schema_extra=_aliases("BROWSE_SUMMARY_BASE_URL"))
+    summary_model: str | None = Field(None, json_schema_extra=_aliases("BROWSE_SUMMARY_MODEL"))
+    image_dir: Path | None = Field(
+        None, description="Where downloaded images are stored (default: <output_dir>/images).",
+        json_schema_extra=_aliases("IMAGE_SEARCH_SAVE_DIR"),
+    )
+    local_corpus: Path | None = Field(
+        None, description="Folder of documents and images for the 'local' backend."
+    )
+    max_browse_chars: int = Field(20_000, ge=100, description="Cap of page text returned by browse.")
+
+
+class GeneratorConfig(_Section):
+    """Image generator (used by the generation issue)."""
+
+    app_urls: list[str] = Field(
+        default_factory=list, description="Generator servers (JSON list or comma-separated).",
+        json_schema_extra=_aliases("QWEN_EDIT_APP_URL"),
+    )
+
+    @field_validator("app_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+
+class JudgeConfig(_Section):
+    """The VLM judge (used by the evaluation and training issues)."""
+
+    base_url: str | None = Field(None, json_schema_extra=_aliases("GEN_REWARD_API_BASE_URL"))
+    model: str | None = Field(None, json_schema_extra=_aliases("GEN_REWARD_MODEL"))
+    api_key: SecretStr | None = Field(None, json_schema_extra=_aliases("GEN_REWARD_API_KEY"))
+    text_coef: float = Field(0.0, ge=0.0, le=1.0, json_schema_extra=_aliases("GEN_REWARD_TEXT_COEF"))
+
+
+class Settings(BaseSettings):
+    """Everything gensearcher can be configured with."""
+
+    model_config = SettingsConfigDict(extra="forbid", env_file=".env", toml_file="gensearcher.toml")
+
+    output_dir: Path = Field(Path("outputs"), description="Default folder for runs.")
+    max_refs: int = Field(
+        5, ge=0, le=16, description="Most reference images an answer may cite; the generator uses the same cap."
+    )
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        from pydantic_settings import TomlConfigSettingsSource
+
+        env_file = settings_cls.model_config.get("env_file")
+        dotenv = _read_dotenv(Path(str(env_file))) if env_file else {}
+        return (
+            init_settings,
+            _NamedEnvSource(settings_cls, dict(os.environ)),
+            _NamedEnvSource(settings_cls, dotenv),
+            TomlConfigSettingsSource(settings_cls),
+        )
+
+    # -- validation before work starts ---------------------------------------------------------------
+
+    def resolved_policy_backend(self) -> Literal["openai", "transformers"]:
+        """Which policy backend runs, after checking that it has what it needs."""
+        policy = self.policy
+        backend = policy.backend
+        if backend == "auto":
+            backend = "openai" if policy.base_url else "transformers"
+        if backend == "openai":
+            if not policy.base_url:
+                raise ConfigError(f"{env_name('policy', 'base_url')} is not set (the policy endpoint).")
+            if not policy.model:
+                raise ConfigError(f"{env_name('policy', 'model')} is not set (the served model name).")
+        elif not policy.model:
+            raise ConfigError(
+                f"no policy configured: set {env_name('policy', 'base_url')} for an OpenAI-compatible server, "
+                f"or {env_name('policy', 'model')} to a local checkpoint for the in-process backend."
+            )
+        return backend
+
+    def masked(self) -> dict[str, Any]:
+        """The configuration as plain data, secrets replaced by '***' (or None when unset)."""
+        return _mask(self.model_dump(mode="python"))
+
+
+# -- environment names -------------------------------------------------------------------------------
+
+
+def env_name(section: str | None, field: str) -> str:
+    """The canonical environment variable of a setting, e.g. env_name('policy', 'base_url')."""
+    parts = [section, field] if section else [field]
+    return ENV_PREFIX + "_".join(parts).upper()
+
+
+def _env_names(section: str | None, field: str, info: FieldInfo) -> list[str]:
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    return [env_name(section, field), *extra.get("env_aliases", [])]  # type: ignore[list-item]
+
+
+def all_env_names() -> dict[str, list[str]]:
+    """Every setting's dotted path and the environment names it is read from (for docs and `config`)."""
+    out: dict[str, list[str]] = {}
+    for name, info in Settings.model_fields.items():
+        section_cls = _section_class(info)
+        if section_cls is None:
+            out[name] = _env_names(None, name, info)
+            continue
+        for sub, sub_info in section_cls.model_fields.items():
+            out[f"{name}.{sub}"] = _env_names(name, sub, sub_info)
+    return out
+
+
+def _section_class(info: FieldInfo) -> type[_Section] | None:
+    ann = info.annotation
+    return ann if isinstance(ann, type) and issubclass(ann, _Section) else None
+
+
+class _NamedEnvSource(PydanticBaseSettingsSource):
+    """Reads each declared field from its environment names; empty strings count as unset."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: dict[str, str]):
+        super().__init__(settings_cls)
+        self._environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ does the work
+
+    def _lookup(self, names: list[str]) -> str | None:
+        for name in names:
+            value = self._environ.get(name)
+            if value is not None and value.strip() != "":
+                return value
+        return None
+
+    def __call__(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for name, info in self.settings_cls.model_fields.items():
+            section_cls = _section_class(info)
+            if section_cls is None:
+                value = self._lookup(_env_names(None, name, info))
+                if value is not None:
+                    data[name] = value
+                continue
+            for sub, sub_info in section_cls.model_fields.items():
+                value = self._lookup(_env_names(name, sub, sub_info))
+                if value is not None:
+                    data.setdefault(name, {})[sub] = value
+        return data
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "***" if value.get_secret_value() else None
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    return value
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None,
+    *,
+    config_file: Path | None = None,
+    env_file: Path | None = Path(".env"),
+) -> Settings:
+    """Build the settings from all sources. Raises ConfigError with the offending setting named."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file not found: {config_file}")
+    cls: type[Settings] = Settings
+    if config_file is not None or env_file != Path(".env"):
+        config = {**Settings.model_config, "env_file": env_file, "toml_file": config_file or "gensearcher.toml"}
+        cls = type("Settings", (Settings,), {"model_config": config})
+    try:
+        return cls(**_drop_none(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(exc)) from None
+
+
+def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
+    """CLI flags that were not given are None; only the given ones override."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            nested = _drop_none(value)
+            if nested:
+                out[key] = nested
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    name = env_name(loc[0], loc[1]) if len(loc) >= 2 else env_name(None, loc[0]) if loc else "settings"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    # Never echo the input: it may be a secret.
+    return f"invalid setting {name}: {first['msg']}{more}"

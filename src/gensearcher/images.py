@@ -1,0 +1,72 @@
+"""Image files for the policy: decode, cap the pixel count, store content-addressed."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from pathlib import Path
+
+from gensearcher._files import write_atomic
+from gensearcher.errors import ToolError
+from gensearcher.messages import ImageRef
+
+# Decompression-bomb guard for files we open ourselves (the fetcher enforces its own caps on downloads).
+_MAX_SOURCE_PIXELS = 64_000_000
+
+
+def fit_to_pixels(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """The largest size with the same aspect ratio and at most `max_pixels` pixels (never upscales)."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def prepare_for_policy(source: Path, store_dir: Path, max_pixels: int) -> ImageRef:
+    """Decode `source`, resize it to the pixel cap, and store it as `<store_dir>/<sha256>.jpg`.
+
+    The stored file is exactly what every policy backend sends, so a trajectory records the pixels the
+    model saw. The same picture always maps to the same file.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(source) as image:
+            if image.width * image.height > _MAX_SOURCE_PIXELS:
+                raise ToolError(f"image {source.name} is too large ({image.width}x{image.height})")
+            image = _to_rgb(image)
+            size = fit_to_pixels(image.width, image.height, max_pixels)
+            if size != (image.width, image.height):
+                image = image.resize(size, Image.Resampling.BICUBIC)
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=95)
+    except ToolError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ToolError(f"cannot read image {source.name}: {exc}") from None
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    target = store_dir / f"{digest}.jpg"
+    if not target.exists():
+        write_atomic(target, data)
+    return ImageRef(path=str(target.resolve()), sha256=digest, width=size[0], height=size[1])
+
+
+def _to_rgb(image):  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,188 @@
+"""Policy backend for any OpenAI-compatible chat server (vLLM, SGLang, OpenAI, ...).
+
+Speaks `POST {base_url}/chat/completions` directly over httpx, so vLLM's extensions (token ids) are
+first-class. Images travel as base64 data URLs of the files in the message: those files are already
+capped to the policy's pixel budget, so what the server receives is exactly what the trajectory records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from gensearcher.config import PolicyConfig
+from gensearcher.errors import ContextLengthExceeded, PolicyError
+from gensearcher.messages import ImageRef, Message
+from gensearcher.policy.base import PolicyResponse, TokenUsage
+
+_RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+_CONTEXT_ERROR = re.compile(r"maximum context length|context length|context window|prompt is too long", re.I)
+
+
+class OpenAIChatPolicy:
+    """`complete()` over the OpenAI chat-completions wire protocol, with retries and a total deadline."""
+
+    def __init__(self, config: PolicyConfig, *, max_connections: int = 256):
+        if not config.base_url or not config.model:
+            raise PolicyError("the openai policy backend needs base_url and model")
+        self.config = config
+        headers = {"content-type": "application/json"}
+        if config.api_key is not None and config.api_key.get_secret_value():
+            headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(config.request_timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            trust_env=False,
+        )
+        self._data_urls: OrderedDict[str, str] = OrderedDict()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "openai", "model": self.config.model, "base_url": self.config.base_url}
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def complete(self, messages: Sequence[Message], *, max_tokens: int) -> PolicyResponse:
+        body = self._request_body(messages, max_tokens)
+        started = time.monotonic()
+        deadline = started + self.config.deadline_s
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after, problem = await self._attempt(body, deadline)
+            if isinstance(problem, PolicyResponse):
+                problem.latency_s = time.monotonic() - started
+                problem.attempts = attempt
+                return problem
+            delay = retry_after if retry_after is not None else _backoff(attempt)
+            remaining = deadline - time.monotonic()
+            if attempt > self.config.max_retries or remaining <= delay:
+                raise PolicyError(f"policy endpoint failed after {attempt} attempt(s): {problem}")
+            await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, body: dict[str, Any], deadline: float
+    ) -> tuple[float | None, PolicyResponse | str]:
+        """One HTTP request: (None, response), or (Retry-After if any, a retryable problem)."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise PolicyError(f"policy call passed its {self.config.deadline_s:.0f} s deadline")
+        try:
+            response = await self._client.post(
+                self._url, json=body, timeout=min(self.config.request_timeout_s, remaining)
+            )
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            return None, f"{type(exc).__name__} talking to {self.config.base_url}"
+        if response.status_code in _RETRY_STATUS:
+            return _retry_after(response), f"HTTP {response.status_code}: {_error_message(response)}"
+        if response.status_code >= 400:
+            message = _error_message(response)
+            if response.status_code == 400 and _CONTEXT_ERROR.search(message):
+                raise ContextLengthExceeded(message)
+            raise PolicyError(f"policy endpoint answered HTTP {response.status_code}: {message}")
+        try:
+            return None, _parse_response(response.json())
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise PolicyError(f"policy endpoint sent an unreadable response: {exc}") from None
+
+    def _request_body(self, messages: Sequence[Message], max_tokens: int) -> dict[str, Any]:
+        config = self.config
+        body: dict[str, Any] = {
+            "model": config.model,
+            "messages": [self._wire_message(message) for message in messages],
+            "max_tokens": max_tokens,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+        }
+        if config.seed is not None:
+            body["seed"] = config.seed
+        if config.logprobs:
+            body["logprobs"] = True
+        if config.return_token_ids:
+            body["return_token_ids"] = True
+        return body
+
+    def _wire_message(self, message: Message) -> dict[str, Any]:
+        if not message.images:
+            return {"role": message.role, "content": message.text}
+        parts: list[dict[str, Any]] = [
+            {"type": "image_url", "image_url": {"url": self._data_url(image)}} for image in message.images
+        ]
+        parts.append({"type": "text", "text": message.text})
+        return {"role": message.role, "content": parts}
+
+    def _data_url(self, image: ImageRef) -> str:
+        # Every round re-sends the whole conversation; encode each image once.
+        cached = self._data_urls.get(image.sha256)
+        if cached is None:
+            with open(image.path, "rb") as handle:
+                cached = "data:image/jpeg;base64," + base64.b64encode(handle.read()).decode("ascii")
+            self._data_urls[image.sha256] = cached
+            if len(self._data_urls) > 512:
+                self._data_urls.popitem(last=False)
+        else:
+            self._data_urls.move_to_end(image.sha256)
+        return cached
+
+
+def _parse_response(payload: dict[str, Any]) -> PolicyResponse:
+    choice = payload["choices"][0]
+    message = choice.get("message") or {}
+    text = message.get("content") or ""
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if reasoning and "<think>" not in text:
+        # A server-side reasoning parser split the thinking off; put it back where the protocol expects it.
+        text = f"<think>\n{reasoning}\n</think>\n{text}"
+    usage = payload.get("usage") or {}
+    logprobs = None
+    if isinstance(choice.get("logprobs"), dict) and choice["logprobs"].get("content") is not None:
+        logprobs = [float(entry["logprob"]) for entry in choice["logprobs"]["content"]]
+    return PolicyResponse(
+        text=text,
+        finish_reason=choice.get("finish_reason"),
+        usage=TokenUsage(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        ),
+        prompt_token_ids=payload.get("prompt_token_ids"),
+        completion_token_ids=choice.get("token_ids"),
+        completion_logprobs=logprobs,
+    )
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with jitter: about 0.5, 1, 2, 4 ... seconds, at most 30."""
+    return min(30.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.75, 1.25)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, min(60.0, float(value)))
+    except ValueError:
+        return None
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        payload = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(payload, dict):
+        error = payload.get("error", payload)
+        if isinstance(error, dict):
+            return str(error.get("message", error))[:300]
+        return str(error)[:300]
+    return str(payload)[:300]

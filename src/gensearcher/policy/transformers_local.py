@@ -1,0 +1,180 @@
+"""In-process policy: a Qwen3-VL-family checkpoint run with transformers.
+
+The one-machine default when no endpoint is configured. Generation runs in a worker thread, one request
+at a time (one model in memory); the event loop stays free for the tools of other trajectories. Every turn
+returns its exact prompt and completion token ids, and log-probabilities when asked, for training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gensearcher.config import PolicyConfig
+from gensearcher.errors import ConfigError, ContextLengthExceeded, PolicyError
+from gensearcher.messages import Message
+from gensearcher.policy.base import PolicyResponse, TokenUsage
+
+
+class TransformersPolicy:
+    def __init__(self, config: PolicyConfig):
+        if not config.model:
+            raise ConfigError("GENSEARCHER_POLICY_MODEL is not set (a checkpoint folder or model id).")
+        try:
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "the transformers policy backend needs torch and transformers: pip install 'gensearcher[local]'"
+            ) from None
+        self.config = config
+        self._model, self._processor = _load(config)
+        self._lock = asyncio.Lock()
+
+    def describe(self) -> dict[str, Any]:
+        import transformers
+
+        return {
+            "backend": "transformers",
+            "model": self.config.model,
+            "architecture": type(self._model).__name__,
+            "transformers": transformers.__version__,
+        }
+
+    async def aclose(self) -> None:
+        self._model = None
+
+    async def complete(self, messages: Sequence[Message], *, max_tokens: int) -> PolicyResponse:
+        started = time.monotonic()
+        async with self._lock:
+            try:
+                response = await asyncio.to_thread(self._generate, list(messages), max_tokens)
+            except ContextLengthExceeded:
+                raise
+            except Exception as exc:
+                raise PolicyError(f"local generation failed: {type(exc).__name__}: {exc}") from exc
+        response.latency_s = time.monotonic() - started
+        return response
+
+    def _generate(self, messages: list[Message], max_tokens: int) -> PolicyResponse:
+        import torch
+        from PIL import Image
+
+        chat = []
+        for message in messages:
+            content: list[dict[str, Any]] = [
+                {"type": "image", "image": Image.open(image.path).convert("RGB")} for image in message.images
+            ]
+            content.append({"type": "text", "text": message.text})
+            chat.append({"role": message.role, "content": content})
+        inputs = self._processor.apply_chat_template(
+            chat, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        ).to(self._model.device)
+        prompt_len = int(inputs["input_ids"].shape[1])
+        limit = getattr(self._model.config.get_text_config(), "max_position_embeddings", None)
+        if limit is not None and prompt_len + 1 > limit:
+            raise ContextLengthExceeded(f"prompt of {prompt_len} tokens exceeds the model's {limit}")
+        if self.config.seed is not None:
+            torch.manual_seed(self.config.seed)
+        sampling = self.config.temperature > 0
+        generation = self._model.generate(
+            **inputs,
+            max_new_tokens=max_tokens,
+            do_sample=sampling,
+            temperature=self.config.temperature if sampling else None,
+            top_p=self.config.top_p if sampling else None,
+            top_k=None,
+            return_dict_in_generate=True,
+            output_scores=self.config.logprobs,
+        )
+        completion = generation.sequences[0, prompt_len:]
+        tokenizer = self._processor.tokenizer
+        eos_ids = _eos_ids(self._model, tokenizer)
+        ids = completion.tolist()
+        while ids and ids[-1] == tokenizer.pad_token_id and tokenizer.pad_token_id not in eos_ids:
+            ids.pop()
+        finished = bool(ids) and ids[-1] in eos_ids
+        logprobs = None
+        if self.config.logprobs and generation.scores:
+            logprobs = [
+                float(torch.log_softmax(score[0].float(), dim=-1)[token])
+                for score, token in zip(generation.scores, ids, strict=False)
+            ]
+        return PolicyResponse(
+            text=tokenizer.decode(ids, skip_special_tokens=True),
+            finish_reason="stop" if finished or len(ids) < max_tokens else "length",
+            usage=TokenUsage(prompt_tokens=prompt_len, completion_tokens=len(ids)),
+            prompt_token_ids=inputs["input_ids"][0].tolist(),
+            completion_token_ids=ids,
+            completion_logprobs=logprobs,
+        )
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    found = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        found.add(tokenizer.eos_token_id)
+    return found
+
+
+def _load(config: PolicyConfig) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    source = str(Path(config.model).expanduser()) if Path(str(config.model)).expanduser().exists() else config.model
+    dtype = "auto" if config.dtype == "auto" else getattr(torch, config.dtype)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the policy checkpoint {config.model!r}: {exc}") from None
+    model.to(config.device).eval()
+    return model, _load_processor(source)
+
+
+def _load_processor(source: str) -> Any:
+    """The checkpoint's processor, or an image-only one where the video processor cannot load.
+
+    Without torchvision, transformers cannot build Qwen-VL video processors, and `AutoProcessor` then
+    falls back to returning just the tokenizer. Images are all the agent needs, so build the processor
+    from its image processor and tokenizer alone.
+    """
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+
+    try:
+        processor = AutoProcessor.from_pretrained(source)
+    except (OSError, ValueError, AttributeError, TypeError):
+        processor = None
+    if processor is not None and hasattr(processor, "image_processor"):
+        return processor
+    processor_cls = _image_only_processor_class(source)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    return processor_cls(
+        image_processor=AutoImageProcessor.from_pretrained(source),
+        tokenizer=tokenizer,
+        chat_template=getattr(tokenizer, "chat_template", None),
+    )
+
+
+def _image_only_processor_class(source: str) -> Any:
+    from transformers import AutoConfig
+    from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
+
+    base = Qwen3VLProcessor
+    if AutoConfig.from_pretrained(source).model_type in ("qwen2_vl", "qwen2_5_vl"):
+        from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
+
+        base = Qwen2_5_VLProcessor
+
+    class ImageOnlyProcessor(base):  # type: ignore[misc, valid-type]
+        # ProcessorMixin derives its attributes from __init__'s signature: leaving out the video
+        # processor is what lets it load without torchvision.
+        def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kwargs: Any):
+            super().__init__(
+                image_processor=image_processor, tokenizer=tokenizer, video_processor=None, chat_template=chat_template, **kwargs
+            )
+
+    return ImageOnlyProcessor

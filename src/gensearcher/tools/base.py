@@ -1,0 +1,209 @@
+"""The tool protocol shared by the prompt and the executor.
+
+The three tools, their names and their argument names are fixed by the Gen-Searcher-8B protocol:
+`search(queries, top_k)`, `image_search(query, top_k)`, `browse(url, query)`. Each has a pydantic
+argument model; the same model renders the JSON schema in the system prompt and validates what the
+policy sends, so the two can never disagree. Arguments outside the schema are rejected (the reference
+system let the model choose a `save_dir`).
+
+An implementation is any async function `(args) -> ToolResult`; a `Toolbox` pairs specs with
+implementations and turns every failure into a `ToolResult` with `error` set, never an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from gensearcher.errors import ToolError
+
+logger = logging.getLogger(__name__)
+
+TOP_K_MAX = 10
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _clamp_top_k(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+        return max(1, min(TOP_K_MAX, int(value)))
+    return value
+
+
+# top_k is clamped into range rather than rejected: the model may ask for 50 results.
+TopK = Annotated[int, BeforeValidator(_clamp_top_k)]
+
+
+class SearchArgs(_Args):
+    queries: list[str] = Field(
+        ..., min_length=1, max_length=10, description="One or more web search queries, run together."
+    )
+    top_k: TopK = Field(5, description=f"Results per query (1-{TOP_K_MAX}).")
+
+    @field_validator("queries", mode="before")
+    @classmethod
+    def _one_query_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("queries")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        cleaned = [query.strip() for query in value if query.strip()]
+        if not cleaned:
+            raise ValueError("at least one non-empty query is required")
+        return cleaned
+
+
+class ImageSearchArgs(_Args):
+    query: str = Field(..., min_length=1, description="What the pictures should show; short queries work best.")
+    top_k: TopK = Field(5, description=f"Number of images (1-{TOP_K_MAX}).")
+
+
+class BrowseArgs(_Args):
+    url: str = Field(..., min_length=1, description="The page to read (http or https).")
+    query: str = Field(..., min_length=1, description="What to look for on the page.")
+
+
+class ImageHit(BaseModel):
+    """One image returned by image_search, already downloaded and validated."""
+
+    local_path: str
+    url: str | None = None
+    title: str | None = None
+    page_url: str | None = None
+    sha256: str | None = None
+
+
+class ToolResult(BaseModel):
+    """What a tool returns. `text` always reaches the model; `error` marks a failed call."""
+
+    text: str = ""
+    images: list[ImageHit] = []
+    error: str | None = None
+    cache_keys: list[str] = []
+
+
+class ToolSpec(BaseModel):
+    name: str
+    description: str
+    args_model: type[_Args]
+
+    def json_schema(self) -> dict[str, Any]:
+        """The function schema shown to the policy (OpenAI function format, titles stripped)."""
+        schema = self.args_model.model_json_schema()
+        properties = {
+            name: {key: value for key, value in prop.items() if key != "title"}
+            for name, prop in schema.get("properties", {}).items()
+        }
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": {"type": "object", "properties": properties, "required": schema.get("required", [])},
+            },
+        }
+
+
+SEARCH = ToolSpec(
+    name="search",
+    description="Web search. Returns title, url and snippet of the top results for each query.",
+    args_model=SearchArgs,
+)
+IMAGE_SEARCH = ToolSpec(
+    name="image_search",
+    description="Image search. Returns pictures with their ids (IMG_###), titles and source pages; "
+    "the first few are attached so you can look at them.",
+    args_model=ImageSearchArgs,
+)
+BROWSE = ToolSpec(
+    name="browse",
+    description="Read one web page and report what it says about `query`.",
+    args_model=BrowseArgs,
+)
+PROTOCOL_TOOLS: dict[str, ToolSpec] = {spec.name: spec for spec in (SEARCH, IMAGE_SEARCH, BROWSE)}
+
+ToolFn = Callable[[Any], Awaitable[ToolResult]]
+
+
+class ToolCallOutcome(BaseModel):
+    """The result of one call as the agent records it."""
+
+    result: ToolResult
+    duration_s: float
+    arguments: dict[str, Any] = {}
+
+
+class Toolbox:
+    """The tools one agent may call: protocol specs paired with implementations."""
+
+    def __init__(self, implementations: Mapping[str, ToolFn], *, timeout_s: float = 120.0):
+        unknown = set(implementations) - set(PROTOCOL_TOOLS)
+        if unknown:
+            raise ValueError(f"not protocol tools: {sorted(unknown)}; expected some of {sorted(PROTOCOL_TOOLS)}")
+        self._impls = dict(implementations)
+        self.timeout_s = timeout_s
+
+    @property
+    def specs(self) -> list[ToolSpec]:
+        return [spec for name, spec in PROTOCOL_TOOLS.items() if name in self._impls]
+
+    def schemas_json(self) -> str:
+        """One JSON schema per line, the way the tool block of the system prompt lists them."""
+        return "\n".join(json.dumps(spec.json_schema(), ensure_ascii=False) for spec in self.specs)
+
+    async def call(self, name: str, arguments: Any) -> ToolCallOutcome:
+        """Validate and run one call. Never raises: every failure comes back as `result.error`."""
+        started = time.monotonic()
+
+        def failed(message: str) -> ToolCallOutcome:
+            result = ToolResult(text=message, error=message)
+            return ToolCallOutcome(result=result, duration_s=time.monotonic() - started)
+
+        if name not in self._impls:
+            available = ", ".join(spec.name for spec in self.specs)
+            return failed(f"Error: there is no tool named {name!r}. Available tools: {available}.")
+        spec = PROTOCOL_TOOLS[name]
+        if not isinstance(arguments, dict):
+            return failed(f"Error: the arguments of {name} must be a JSON object.")
+        try:
+            args = spec.args_model.model_validate(arguments)
+        except ValidationError as exc:
+            return failed(f"Error: invalid arguments for {name}: {_describe(exc)}. Expected: {_signature(spec)}.")
+        try:
+            result = await asyncio.wait_for(self._impls[name](args), timeout=self.timeout_s)
+        except TimeoutError:
+            return failed(f"Error: {name} did not finish within {self.timeout_s:.0f} s. Try again or change approach.")
+        except ToolError as exc:
+            return failed(f"Error: {name} failed: {exc}")
+        except Exception as exc:  # a bug in a tool must not end the trajectory
+            logger.exception("tool %s crashed", name)
+            return failed(f"Error: {name} failed with an internal error ({type(exc).__name__}).")
+        return ToolCallOutcome(
+            result=result, duration_s=time.monotonic() - started, arguments=args.model_dump()
+        )
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "arguments"
+        message = "not an allowed argument" if error["type"] == "extra_forbidden" else error["msg"]
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
+
+
+def _signature(spec: ToolSpec) -> str:
+    fields = spec.args_model.model_fields
+    inner = ", ".join(f"{n}" + ("" if f.is_required() else f"={f.default!r}") for n, f in fields.items())
+    return f"{spec.name}({inner})"
