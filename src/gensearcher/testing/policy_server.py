@@ -3,7 +3,8 @@
 Each conversation is identified by its first user message (the task prompt); the n-th request of a
 conversation (n = assistant messages already in it) gets the n-th reply of that task's script. A script
 entry is a string (the assistant text) or a `Reply` with a status code, delay or finish reason, so every
-error mode is reachable. A callable script gets the parsed request and returns the reply.
+error mode is reachable. An error entry is used up when served: the client's retry of the same turn gets
+the next entry, so `[Reply(status=429), "text"]` scripts a 429 followed by a successful retry. A callable script gets the parsed request and returns the reply.
 
 The server checks what it receives like vLLM does (base64 data URLs, logprobs parameters) and records
 every request in `server.requests` for assertions.
@@ -11,7 +12,6 @@ every request in `server.requests` for assertions.
 Run it from the shell for a demo:  python -m gensearcher.testing.policy_server --script script.json
 """
 
-from __future__ import annotations
 
 import argparse
 import asyncio
@@ -54,6 +54,7 @@ class ScriptedPolicyServer:
         self.api_key = api_key
         self.record = record
         self.requests: list[dict[str, Any]] = []
+        self._errors_served: dict[str, int] = {}
         self._lock = threading.Lock()
         self._http = ThreadedUvicorn(self.asgi_app())
 
@@ -61,7 +62,7 @@ class ScriptedPolicyServer:
     def base_url(self) -> str:
         return self._http.url + "/v1"
 
-    def __enter__(self) -> ScriptedPolicyServer:
+    def __enter__(self) -> "ScriptedPolicyServer":
         self._http.start()
         return self
 
@@ -75,6 +76,8 @@ class ScriptedPolicyServer:
             messages = body.get("messages", [])
             task = next((_text_of(m) for m in messages if m.get("role") == "user"), "")
             turn = sum(1 for m in messages if m.get("role") == "assistant")
+            with self._lock:
+                turn += self._errors_served.get(task, 0)
             entries = self.script.get(task)
             if entries is not None and turn < len(entries):
                 chosen = entries[turn]
@@ -82,7 +85,11 @@ class ScriptedPolicyServer:
                 chosen = self.default
             else:
                 return Reply(status=400, error=f"no scripted reply for turn {turn} of task {task[:60]!r}")
-        return Reply(text=chosen) if isinstance(chosen, str) else chosen
+        reply = Reply(text=chosen) if isinstance(chosen, str) else chosen
+        if reply.status != 200 and not callable(self.script):
+            with self._lock:
+                self._errors_served[task] = self._errors_served.get(task, 0) + 1
+        return reply
 
     def asgi_app(self) -> Any:
         from fastapi import FastAPI, Request

@@ -183,7 +183,7 @@ class Toolbox:
         try:
             result = await asyncio.wait_for(self._impls[name](args), timeout=self.timeout_s)
         except TimeoutError:
-            return failed(f"Error: {name} did not finish within {self.timeout_s:.0f} s. Try again or change approach.")
+            return failed(f"Error: {name} did not finish within {self.timeout_s:g} s. Try again or change approach.")
         except ToolError as exc:
             return failed(f"Error: {name} failed: {exc}")
         except Exception as exc:  # a bug in a tool must not end the trajectory
