@@ -1,0 +1,109 @@
+"""The command line, run as a real process against a scripted policy server and a local corpus."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gensearcher.testing import ScriptedPolicyServer
+from tests.conftest import make_image
+from tests.helpers import answer, call
+
+PROMPT = "The yellow jersey winner on the podium"
+
+
+def gensearcher(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "gensearcher", *args], capture_output=True, text=True, cwd=cwd,
+                          env=full_env, timeout=120)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "corpus"
+    (root / "tour.md").parent.mkdir(parents=True, exist_ok=True)
+    (root / "tour.md").write_text("# Tour 2026\nThe winner wore the yellow jersey on the podium.\n")
+    make_image(root / "podium.png")
+    make_image(root / "yellow_jersey.png", color=(250, 220, 0))
+    return root
+
+
+def test_research_one_prompt_end_to_end(tmp_path, corpus):
+    script = {PROMPT: [call("search", queries=["tour 2026 winner"]), call("image_search", query="yellow jersey"),
+                       answer("The rider in the first reference image on a podium.", "IMG_001")]}
+    with ScriptedPolicyServer(script, model="Gen-Searcher-8B") as server:
+        result = gensearcher("research", PROMPT, "--out", "run", "--search-backend", "local", "--local-corpus", str(corpus),
+                             cwd=tmp_path, env={"GENSEARCHER_POLICY_BASE_URL": server.base_url,
+                                                "GENSEARCHER_POLICY_MODEL": "Gen-Searcher-8B",
+                                                "GENSEARCHER_POLICY_API_KEY": "sk-do-not-leak"})
+        requests = server.requests
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["termination"] == "answer"
+    assert summary["reference_images"][0]["local_path"].endswith("yellow_jersey.png")
+    trajectory = json.loads((tmp_path / "run" / "trajectory.json").read_text())
+    assert trajectory["config"]["policy"]["api_key"] == "***"
+    assert "sk-do-not-leak" not in (tmp_path / "run" / "trajectory.json").read_text()
+    assert "Tour 2026" in trajectory["steps"][0]["tool_call"]["result_text"]
+    assert requests[0]["model"] == "Gen-Searcher-8B"
+
+
+def test_research_batch_with_resume(tmp_path, corpus):
+    tasks = [{"id": i, "prompt": f"{PROMPT} {i}", "meta": {"category": "sports"}, "gt_image": None} for i in range(3)]
+    (tmp_path / "tasks.json").write_text(json.dumps(tasks))
+    script = {t["prompt"]: [call("image_search", query="podium"), answer("x", "IMG_001")] for t in tasks}
+    env_args = ["--search-backend", "local", "--local-corpus", str(corpus)]
+    with ScriptedPolicyServer(script) as server:
+        env = {"GENSEARCHER_POLICY_BASE_URL": server.base_url, "GENSEARCHER_POLICY_MODEL": "m"}
+        first = gensearcher("research", "--input", "tasks.json", "--out", "batch", "--concurrency", "2", *env_args,
+                            cwd=tmp_path, env=env)
+        again = gensearcher("research", "--input", "tasks.json", "--out", "batch", *env_args, cwd=tmp_path, env=env)
+        resumed = gensearcher("research", "--input", "tasks.json", "--out", "batch", "--resume", *env_args,
+                              cwd=tmp_path, env=env)
+        asked = len(server.requests)
+    assert first.returncode == 0, first.stderr
+    assert "[3/3]" in first.stderr  # progress lines when not on a terminal
+    rows = json.loads((tmp_path / "batch" / "results.json").read_text())
+    assert [row["termination"] for row in rows] == ["answer"] * 3
+    assert again.returncode == 2 and "--resume" in again.stderr
+    assert resumed.returncode == 0 and json.loads(resumed.stdout)["skipped"] == 3 and asked == 6
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["research", "x"], {}, "no policy configured"),
+    (["research", "x"], {"GENSEARCHER_POLICY_BASE_URL": "http://127.0.0.1:9/v1"}, "GENSEARCHER_POLICY_MODEL is not set"),
+    (["research", "x"], {"GENSEARCHER_POLICY_BASE_URL": "http://127.0.0.1:9/v1", "GENSEARCHER_POLICY_MODEL": "m"},
+     "web search backends"),
+    (["research", "x", "--search-backend", "local"],
+     {"GENSEARCHER_POLICY_BASE_URL": "http://127.0.0.1:9/v1", "GENSEARCHER_POLICY_MODEL": "m"},
+     "GENSEARCHER_SEARCH_LOCAL_CORPUS is not set"),
+    (["research"], {}, "either a PROMPT or --input"),
+    (["research", "--input", "missing.json"], {}, "input file not found"),
+    (["research", "x", "--system-prompt-file", "nope.md"], {}, "system prompt file not found"),
+])
+def test_user_errors_are_one_line_exit_2(tmp_path, args, env, message):
+    result = gensearcher(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_prompt_import_reads_without_executing(tmp_path):
+    agent_file = tmp_path / "checkout" / "Gen-DeepResearch-RL/rllm/vision_deepresearch_async_workflow/gen_image_deepresearch_agent.py"
+    agent_file.parent.mkdir(parents=True)
+    agent_file.write_text(
+        'raise SystemExit("this file must not run")\n'
+        'SYSTEM_PROMPT_GEN_IMAGE = (\n    "Line one of a test prompt.\\n"\n    "Line two with {json} braces.\\n "\n)\n')
+    result = gensearcher("prompts", "import-reference", "checkout", "--out", "ref.md", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "ref.md").read_text()
+    assert text == "Line one of a test prompt.\nLine two with {json} braces.\n {{date}}"
+    from gensearcher.agent import render_system_prompt
+
+    assert render_system_prompt(text, date="2026-01-02", tools="", max_refs=5, max_tool_calls=8).endswith("\n 2026-01-02")
+    missing = gensearcher("prompts", "import-reference", str(tmp_path), cwd=tmp_path)
+    assert missing.returncode == 2 and "cannot find the reference agent file" in missing.stderr
