@@ -185,7 +185,8 @@ async def test_repeated_response_stops_the_run(make_agent):
 
 async def test_context_guard_stops_before_overflowing(make_agent):
     trajectory, requests = await run(make_agent, [call("image_search", query="champion", top_k=5), answer("x")],
-                                     max_context_tokens=5_000, max_new_tokens_per_turn=2_000)
+                                     policy={"max_pixels": 1_000_000}, max_context_tokens=3_500,
+                                     max_new_tokens_per_turn=1_000)
     assert trajectory.termination == "context_exceeded"
     assert len(requests) == 1 and "token guard" in trajectory.error
 

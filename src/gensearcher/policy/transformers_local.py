@@ -146,7 +146,7 @@ def _load_processor(source: str) -> Any:
 
     try:
         processor = AutoProcessor.from_pretrained(source)
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (ImportError, OSError, ValueError, AttributeError, TypeError):
         processor = None
     if processor is not None and hasattr(processor, "image_processor"):
         return processor

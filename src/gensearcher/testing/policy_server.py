@@ -9,7 +9,7 @@ the next entry, so `[Reply(status=429), "text"]` scripts a 429 followed by a suc
 The server checks what it receives like vLLM does (base64 data URLs, logprobs parameters) and records
 every request in `server.requests` for assertions.
 
-Run it from the shell for a demo:  python -m gensearcher.testing.policy_server --script script.json
+Run it from the shell for a demo:  python -m gensearcher.testing --script script.json
 """
 
 
@@ -173,9 +173,10 @@ def _fake_tokens(text: str) -> list[int]:
 
 
 def _completion(body: dict[str, Any], reply: Reply, model: str) -> dict[str, Any]:
-    prompt_text = json.dumps(body["messages"], ensure_ascii=False)
-    prompt_ids = _fake_tokens(prompt_text)[:4096]
     completion_ids = _fake_tokens(reply.text)
+    # A stand-in prompt count: about four characters a token.
+    prompt_chars = sum(len(_text_of(m)) for m in body["messages"])
+    prompt_tokens = prompt_chars // 4 + 4 * len(body["messages"])
     message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
     if reply.reasoning is not None:
         message["reasoning_content"] = reply.reasoning
@@ -189,12 +190,12 @@ def _completion(body: dict[str, Any], reply: Reply, model: str) -> dict[str, Any
     payload: dict[str, Any] = {
         "id": f"chatcmpl-{time.monotonic_ns()}", "object": "chat.completion", "created": int(time.time()),
         "model": model, "choices": [choice],
-        "usage": {"prompt_tokens": len(prompt_ids), "completion_tokens": len(completion_ids),
-                  "total_tokens": len(prompt_ids) + len(completion_ids)},
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(completion_ids),
+                  "total_tokens": prompt_tokens + len(completion_ids)},
     }
     if body.get("return_token_ids"):
         choice["token_ids"] = completion_ids
-        payload["prompt_token_ids"] = prompt_ids
+        payload["prompt_token_ids"] = _fake_tokens(json.dumps(body["messages"], ensure_ascii=False))[:prompt_tokens]
     return payload
 
 
@@ -203,12 +204,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--script", type=Path, required=True, help='JSON: {"task prompt": ["turn 1", ...]}')
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--model", default="scripted")
+    parser.add_argument("--latency-s", type=float, default=0.0, help="Added to every reply (simulated model time).")
     args = parser.parse_args(argv)
     script = json.loads(args.script.read_text(encoding="utf-8"))
     import uvicorn
 
-    server = ScriptedPolicyServer(script, model=args.model, record=False)
-    uvicorn.run(server.asgi_app(), host="127.0.0.1", port=args.port, log_level="warning")
+    server = ScriptedPolicyServer(script, model=args.model, latency_s=args.latency_s, record=False)
+    uvicorn.run(server.asgi_app(), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ from gensearcher.tools.base import (
 )
 
 __all__ = [
-    "PROTOCOL_TOOLS",
     "BrowseArgs",
     "ImageHit",
     "ImageSearchArgs",
+    "PROTOCOL_TOOLS",
     "SearchArgs",
     "ToolCallOutcome",
     "ToolResult",

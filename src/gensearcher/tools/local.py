@@ -75,7 +75,7 @@ class LocalCorpus:
         blocks = []
         for query in args.queries:
             hits = self._match("docs", query, args.top_k)
-            lines = [f"[{title}]({Path(path).as_uri()}) {snippet}" for path, title, snippet in hits]
+            lines = [f"[{title}]({Path(path).as_uri()}) {' '.join(snippet.split())}" for path, title, snippet in hits]
             body = "\n\n".join(lines) if lines else f"No results for '{query}'."
             blocks.append(f"--- search result for [{query}] ---\n{body}\n--- end of search result ---")
         return ToolResult(text="\n\n".join(blocks))

@@ -1,0 +1,32 @@
+# The two commands a newcomer needs:
+#   make demo   run the research agent end to end (offline: scripted policy, local corpus)
+#   make test   run the test suite
+# Both install what they need into .venv first (pip upgraded, versions pinned by constraints.txt).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXTRAS := local,serve,train,test
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(PY) examples/demo/run_demo.py
+
+bench: install
+	$(PY) benchmarks/agent_overhead.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache
