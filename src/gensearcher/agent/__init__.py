@@ -4,7 +4,15 @@ from gensearcher.agent.batch import BatchRunner, BatchSummary, load_tasks, resul
 from gensearcher.agent.loop import Agent
 from gensearcher.agent.prompts import import_reference_prompt, load_system_template, render_system_prompt
 from gensearcher.agent.registry import ImageRegistry, RegisteredImage
-from gensearcher.agent.trajectory import Answer, ReferenceImage, Step, Task, Termination, ToolCallRecord, Trajectory
+from gensearcher.agent.trajectory import (
+    Answer,
+    ReferenceImage,
+    Step,
+    Task,
+    Termination,
+    ToolCallRecord,
+    Trajectory,
+)
 
 __all__ = [
     "Agent",

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gensearcher._files import write_atomic, write_json_atomic
+from gensearcher._files import write_atomic
 from gensearcher.agent.loop import Agent
 from gensearcher.agent.trajectory import Task, Trajectory
 from gensearcher.errors import UserError

@@ -20,7 +20,13 @@ from typing import Any
 from gensearcher import __version__
 from gensearcher.agent import prompts
 from gensearcher.agent.answer import validate_answer
-from gensearcher.agent.protocol import AnswerTurn, InvalidTurn, ToolCallTurn, parse_turn, strip_hallucinated_observation
+from gensearcher.agent.protocol import (
+    AnswerTurn,
+    InvalidTurn,
+    ToolCallTurn,
+    parse_turn,
+    strip_hallucinated_observation,
+)
 from gensearcher.agent.registry import ImageRegistry
 from gensearcher.agent.trajectory import Answer, Step, Task, Termination, ToolCallRecord, Trajectory
 from gensearcher.config import AgentConfig

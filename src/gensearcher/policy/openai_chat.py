@@ -56,7 +56,7 @@ class OpenAIChatPolicy:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._max_connections)
-            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers, trust_env=False)
+            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers, trust_env=True)
         return self._session
 
     async def complete(self, messages: Sequence[Message], *, max_tokens: int) -> PolicyResponse:
@@ -78,7 +78,7 @@ class OpenAIChatPolicy:
             await asyncio.sleep(delay)
 
     async def _attempt(
-        self, body: dict[str, Any], deadline: float
+        self, body: bytes, deadline: float
     ) -> tuple[float | None, PolicyResponse | str]:
         """One HTTP request: (None, response), or (Retry-After if any, a retryable problem)."""
         remaining = deadline - time.monotonic()

@@ -125,7 +125,9 @@ def _load(config: PolicyConfig) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForImageTextToText
 
-    source = str(Path(config.model).expanduser()) if Path(str(config.model)).expanduser().exists() else config.model
+    model_name = str(config.model)
+    local = Path(model_name).expanduser()
+    source = str(local) if local.exists() else model_name
     dtype = "auto" if config.dtype == "auto" else getattr(torch, config.dtype)
     try:
         model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
