@@ -45,7 +45,8 @@ def test_research_one_prompt_end_to_end(tmp_path, corpus):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["termination"] == "answer"
-    assert summary["reference_images"][0]["local_path"].endswith("yellow_jersey.png")
+    assert summary["reference_images"][0]["url"].endswith("yellow_jersey.png")
+    assert Path(summary["reference_images"][0]["local_path"]).is_file()
     trajectory = json.loads((tmp_path / "run" / "trajectory.json").read_text())
     assert trajectory["config"]["policy"]["api_key"] == "***"
     assert "sk-do-not-leak" not in (tmp_path / "run" / "trajectory.json").read_text()
@@ -77,8 +78,10 @@ def test_research_batch_with_resume(tmp_path, corpus):
 @pytest.mark.parametrize("args, env, message", [
     (["research", "x"], {}, "no policy configured"),
     (["research", "x"], {"GENSEARCHER_POLICY_BASE_URL": "http://127.0.0.1:9/v1"}, "GENSEARCHER_POLICY_MODEL is not set"),
-    (["research", "x"], {"GENSEARCHER_POLICY_BASE_URL": "http://127.0.0.1:9/v1", "GENSEARCHER_POLICY_MODEL": "m"},
-     "web search backends"),
+    (["research", "x", "--search-backend", "serper"],
+     {"GENSEARCHER_POLICY_BASE_URL": "http://127.0.0.1:9/v1", "GENSEARCHER_POLICY_MODEL": "m"}, "SERPER_KEY_ID"),
+    (["research", "x"], {"GENSEARCHER_POLICY_BASE_URL": "http://127.0.0.1:9/v1", "GENSEARCHER_POLICY_MODEL": "m",
+                         "GENSEARCHER_SEARCH_BACKEND": "searxng"}, "GENSEARCHER_SEARCH_SEARXNG_URL is not set"),
     (["research", "x", "--search-backend", "local"],
      {"GENSEARCHER_POLICY_BASE_URL": "http://127.0.0.1:9/v1", "GENSEARCHER_POLICY_MODEL": "m"},
      "GENSEARCHER_SEARCH_LOCAL_CORPUS is not set"),

@@ -22,6 +22,10 @@ from gensearcher.errors import GenSearcherError, NotBuiltError, UserError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Search-grounded image generation.")
 prompts_app = typer.Typer(no_args_is_help=True, help="System prompts.")
 app.add_typer(prompts_app, name="prompts")
+index_app = typer.Typer(no_args_is_help=True, help="The local search index.")
+app.add_typer(index_app, name="index")
+cache_app = typer.Typer(no_args_is_help=True, help="The record-and-replay web cache.")
+app.add_typer(cache_app, name="cache")
 
 T = TypeVar("T")
 
@@ -83,20 +87,22 @@ def research(
     raise typer.Exit(code)
 
 
-def _build_agent(settings: Any, out_dir: Path, system_prompt_file: Path | None, *, max_connections: int = 256) -> Any:
-    """Validate everything, then build the agent (policy and tools), before any work starts."""
+def _build_agent(settings: Any, out_dir: Path, system_prompt_file: Path | None, *,
+                 max_connections: int = 256) -> tuple[Any, Any]:
+    """Validate everything, then build the agent and its tools, before any work starts."""
     from gensearcher.agent import Agent, load_system_template
     from gensearcher.policy import build_policy
-    from gensearcher.tools import build_toolbox
+    from gensearcher.tools import build_tools
 
     template = load_system_template(system_prompt_file)
     settings.resolved_policy_backend()
-    toolbox = build_toolbox(settings)
+    tools = build_tools(settings, output_dir=out_dir)
     image_dir = settings.search.image_dir or out_dir / "images"
     policy = build_policy(settings, max_connections=max_connections)
-    return Agent(policy, toolbox, config=settings.agent, max_refs=settings.max_refs,
-                 max_pixels=settings.policy.max_pixels, image_dir=image_dir / "policy",
-                 system_template=template, record=settings.masked())
+    agent = Agent(policy, tools.toolbox, config=settings.agent, max_refs=settings.max_refs,
+                  max_pixels=settings.policy.max_pixels, image_dir=image_dir / "policy",
+                  system_template=template, record=settings.masked())
+    return agent, tools
 
 
 async def _research_one(settings: Any, prompt: str, out: Path | None, system_prompt_file: Path | None) -> int:
@@ -104,11 +110,12 @@ async def _research_one(settings: Any, prompt: str, out: Path | None, system_pro
     from gensearcher.agent import Task
 
     out_dir = out or settings.output_dir / f"research-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    agent = _build_agent(settings, out_dir, system_prompt_file)
+    agent, tools = _build_agent(settings, out_dir, system_prompt_file)
     try:
         trajectory = await agent.run(Task(id=0, prompt=prompt))
     finally:
         await agent.policy.aclose()
+        await tools.aclose()
     path = out_dir / "trajectory.json"
     write_atomic(path, trajectory.model_dump_json(indent=1).encode("utf-8"))
     summary = {
@@ -130,7 +137,7 @@ async def _research_batch(settings: Any, input: Path, out: Path | None, concurre
 
     tasks = load_tasks(input)
     out_dir = out or settings.output_dir / input.stem
-    agent = _build_agent(settings, out_dir, system_prompt_file, max_connections=max(concurrency, 1))
+    agent, tools = _build_agent(settings, out_dir, system_prompt_file, max_connections=max(concurrency, 1))
     reporter = _ProgressReporter(len(tasks), enabled=progress)
     runner = BatchRunner(agent, out_dir, concurrency=concurrency, resume=resume, on_item=reporter.update)
     try:
@@ -138,6 +145,7 @@ async def _research_batch(settings: Any, input: Path, out: Path | None, concurre
             summary = await runner.run(tasks)
     finally:
         await agent.policy.aclose()
+        await tools.aclose()
     typer.echo(summary.model_dump_json(indent=2))
     return 0
 
@@ -205,6 +213,65 @@ def import_reference(
         text = import_reference_prompt(path)
         write_atomic(out, text.encode("utf-8"))
         typer.echo(f"saved {len(text)} characters to {out}; use it with --system-prompt-file {out}")
+
+    _guarded(body)
+
+
+@index_app.command("build")
+def index_build(
+    folder: Annotated[Path, typer.Argument(help="Documents (.txt .md .html .pdf) and images to index.")],
+) -> None:
+    """Index a folder for the `local` search backend (writes FOLDER/.gensearcher-index.sqlite)."""
+
+    def body() -> None:
+        from gensearcher.tools.local import build_index
+
+        path, documents, images = build_index(folder)
+        typer.echo(f"indexed {documents} documents and {images} images into {path}")
+
+    _guarded(body)
+
+
+def _open_cache(config: Path | None) -> Any:
+    from gensearcher.config import load_settings
+    from gensearcher.web import WebCache
+
+    settings = load_settings(config_file=config)
+    return WebCache(settings.cache.dir or settings.output_dir / "web-cache")
+
+
+@cache_app.command("export")
+def cache_export(
+    out: Annotated[Path, typer.Argument(help="The archive to write (.tar).")],
+    run: Annotated[Path, typer.Option("--run", help="A research output folder (trajectory.json or trajectories/).")],
+    config: ConfigFile = None,
+) -> None:
+    """Write exactly the cache entries a run used: a frozen web for that run."""
+
+    def body() -> None:
+        from gensearcher.agent.batch import run_cache_keys
+
+        keys = run_cache_keys(run)
+        cache = _open_cache(config)
+        written, missing = cache.export(keys, out)
+        cache.close()
+        typer.echo(f"exported {written} entries to {out}" + (f"; {len(missing)} keys were not in the cache" if missing else ""))
+
+    _guarded(body)
+
+
+@cache_app.command("import")
+def cache_import(
+    archive: Annotated[Path, typer.Argument(help="An archive written by `cache export`.")],
+    config: ConfigFile = None,
+) -> None:
+    """Load an exported archive into the configured cache (then replay with GENSEARCHER_CACHE_MODE=replay)."""
+
+    def body() -> None:
+        cache = _open_cache(config)
+        loaded = cache.import_archive(archive)
+        cache.close()
+        typer.echo(f"imported {loaded} entries into {cache.root}")
 
     _guarded(body)
 

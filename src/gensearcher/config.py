@@ -92,10 +92,12 @@ class AgentConfig(_Section):
 
 
 class SearchConfig(_Section):
-    """Research tools (the web tools arrive with the tools issue; names are fixed here)."""
+    """The research tools: which backends, their endpoints and keys, and their limits."""
 
-    backend: str | None = Field(None, description="Text search backend: serper, ddgs, searxng or local.")
-    image_backend: str | None = Field(
+    backend: Literal["serper", "ddgs", "searxng", "local"] | None = Field(
+        None, description="Text search backend. Default: serper when a Serper key is set, else ddgs."
+    )
+    image_backend: Literal["serper", "ddgs", "searxng", "local"] | None = Field(
         None, description="Image search backend (default: same as backend).",
         json_schema_extra=_aliases("GENSEARCHER_IMAGE_SEARCH_BACKEND"),
     )
@@ -106,17 +108,87 @@ class SearchConfig(_Section):
     image_search_url: str = Field(
         "https://google.serper.dev/images", json_schema_extra=_aliases("IMAGE_SEARCH_API_BASE_URL")
     )
-    jina_api_keys: SecretStr | None = Field(None, json_schema_extra=_aliases("JINA_API_KEYS"))
-    summary_base_url: str | None = Field(None, json_schema_extra=_aliases("BROWSE_SUMMARY_BASE_URL"))
+    searxng_url: str | None = Field(
+        None, description="A SearXNG instance with the JSON format enabled.",
+        json_schema_extra=_aliases("GENSEARCHER_SEARXNG_URL"),
+    )
+    ddgs_backend: str = Field("duckduckgo", description="ddgs engine(s), e.g. 'duckduckgo' or 'auto'.")
+    jina_api_keys: SecretStr | None = Field(
+        None, description="Read pages through Jina Reader instead of fetching them.",
+        json_schema_extra=_aliases("JINA_API_KEYS"),
+    )
+    jina_url: str = Field("https://r.jina.ai", description="Jina Reader endpoint.")
+    summary_base_url: str | None = Field(
+        None, description="OpenAI-compatible summariser for browse (default: the policy endpoint).",
+        json_schema_extra=_aliases("BROWSE_SUMMARY_BASE_URL"),
+    )
     summary_model: str | None = Field(None, json_schema_extra=_aliases("BROWSE_SUMMARY_MODEL"))
+    summary_api_key: SecretStr | None = Field(None, json_schema_extra=_aliases("BROWSE_SUMMARY_API_KEY"))
+    summary_chunk_tokens: int = Field(
+        24_000, ge=500, description="Pages longer than this (about 4 characters a token) are summarised in parts."
+    )
     image_dir: Path | None = Field(
         None, description="Where downloaded images are stored (default: <output_dir>/images).",
         json_schema_extra=_aliases("IMAGE_SEARCH_SAVE_DIR"),
+    )
+    image_candidates: int = Field(
+        10, ge=1, le=50, description="Image hits downloaded (concurrently) to find top_k usable ones."
+    )
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Images declaring more pixels are refused (decompression-bomb guard)."
+    )
+    stored_image_pixels: int = Field(
+        4_194_304, ge=1024, description="Downloaded images are re-encoded at most this large."
     )
     local_corpus: Path | None = Field(
         None, description="Folder of documents and images for the 'local' backend."
     )
     max_browse_chars: int = Field(20_000, ge=100, description="Cap of page text returned by browse.")
+
+    def text_backend(self) -> str:
+        if self.backend:
+            return self.backend
+        if self.local_corpus is not None:
+            return "local"
+        return "serper" if self.serper_api_key is not None else "ddgs"
+
+
+class FetchConfig(_Section):
+    """The hardened fetcher behind every download (pages, images, generator inputs)."""
+
+    allow_private_networks: bool = Field(
+        False, description="Lift the rule that refuses private, loopback, link-local and metadata addresses.",
+        json_schema_extra=_aliases("GENSEARCHER_ALLOW_PRIVATE_NETWORKS"),
+    )
+    allowed_networks: list[str] = Field(
+        default_factory=list, description="Networks (CIDR) exempt from that rule, e.g. an intranet wiki."
+    )
+    max_bytes: int = Field(20_000_000, ge=1024, description="Byte cap of one response, enforced while streaming.")
+    timeout_s: float = Field(30.0, gt=0, description="Total deadline of one fetch, redirects and retries included.")
+    max_redirects: int = Field(5, ge=0)
+    per_host_concurrency: int = Field(4, ge=1, description="Requests in flight to one host.")
+    max_retries: int = Field(2, ge=0, description="Retries on 429/5xx (honouring Retry-After) and connection errors.")
+    user_agent: str = Field(
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+        json_schema_extra=_aliases("IMG_DL_UA"),
+    )
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _split_list(value)
+
+
+class CacheConfig(_Section):
+    """The record-and-replay cache of every external call the tools make."""
+
+    mode: Literal["readwrite", "replay", "record", "off"] = Field(
+        "readwrite",
+        description="readwrite: use and fill; replay: no network, a miss is an error; record: refresh; off.",
+        json_schema_extra=_aliases("GENSEARCHER_CACHE_MODE"),
+    )
+    dir: Path | None = Field(None, description="Cache folder (default: <output_dir>/web-cache).")
+    max_age_s: float | None = Field(None, gt=0, description="Entries older than this count as misses.")
 
 
 class GeneratorConfig(_Section):
@@ -130,12 +202,7 @@ class GeneratorConfig(_Section):
     @field_validator("app_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+        return _split_list(value)
 
 
 class JudgeConfig(_Section):
@@ -159,6 +226,8 @@ class Settings(BaseSettings):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    fetch: FetchConfig = Field(default_factory=FetchConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
@@ -205,6 +274,16 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The configuration as plain data, secrets replaced by '***' (or None when unset)."""
         return _mask(self.model_dump(mode="python"))
+
+
+def _split_list(value: Any) -> Any:
+    """A list setting from the environment: a JSON list or a comma-separated string."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
 
 
 # -- environment names -------------------------------------------------------------------------------

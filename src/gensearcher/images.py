@@ -70,3 +70,65 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+)
+_GENERIC_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
+MIN_SIDE = 16  # smaller pictures are tracking pixels and icons, useless as references
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """The image format from the file's first bytes (magic numbers), or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    for signature, kind in _SIGNATURES:
+        if data.startswith(signature):
+            return kind
+    return None
+
+
+def store_image_bytes(data: bytes, store_dir: Path, *, declared_type: str = "", max_pixels: int = 40_000_000,
+                      stored_pixels: int = 4_194_304) -> ImageRef:
+    """Validate downloaded image bytes and store them re-encoded, content-addressed.
+
+    Checks, in order: the declared content type, the magic bytes, the declared pixel count (before
+    decoding: the decompression-bomb guard), a full decode, a minimum size. The file is named after the
+    sha256 of the downloaded bytes, so the same picture under two URLs is stored once.
+    """
+    from PIL import Image
+
+    if declared_type and not declared_type.startswith("image/") and declared_type not in _GENERIC_TYPES:
+        raise ToolError(f"declared as {declared_type}, not an image")
+    kind = sniff_image_type(data)
+    if kind is None:
+        raise ToolError("not an image (unknown file signature)")
+    digest = hashlib.sha256(data).hexdigest()
+    target = store_dir / digest[:2] / f"{digest}.jpg"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > max_pixels:
+                raise ToolError(f"image too large ({image.width}x{image.height} pixels)")
+            image.load()
+            if min(image.width, image.height) < MIN_SIDE:
+                raise ToolError(f"image too small ({image.width}x{image.height} pixels)")
+            if target.exists():
+                with Image.open(target) as stored:
+                    return ImageRef(path=str(target.resolve()), sha256=digest, width=stored.width, height=stored.height)
+            rgb = _to_rgb(image)
+            size = fit_to_pixels(rgb.width, rgb.height, stored_pixels)
+            if size != rgb.size:
+                rgb = rgb.resize(size, Image.Resampling.LANCZOS)
+            buffer = io.BytesIO()
+            rgb.save(buffer, format="JPEG", quality=92)
+    except ToolError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ToolError(f"the {kind} data does not decode: {type(exc).__name__}") from None
+    write_atomic(target, buffer.getvalue())
+    return ImageRef(path=str(target.resolve()), sha256=digest, width=size[0], height=size[1])

@@ -98,6 +98,21 @@ def result_row(trajectory: Trajectory, trajectory_path: str) -> dict[str, Any]:
     }
 
 
+def run_cache_keys(run_dir: Path) -> list[str]:
+    """Every web-cache key the trajectories of a research output folder used, in first-use order."""
+    files = sorted((run_dir / TRAJECTORY_DIR).glob("*.json"))
+    if (run_dir / "trajectory.json").is_file():
+        files.append(run_dir / "trajectory.json")
+    if not files:
+        raise UserError(f"no trajectories in {run_dir}")
+    keys: dict[str, None] = {}
+    for path in files:
+        trajectory = Trajectory.model_validate_json(path.read_bytes())
+        for call in trajectory.tool_calls:
+            keys.update(dict.fromkeys(call.cache_keys))
+    return list(keys)
+
+
 class BatchSummary(BaseModel):
     total: int
     skipped: int

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
@@ -82,6 +82,34 @@ class ImageHit(BaseModel):
     title: str | None = None
     page_url: str | None = None
     sha256: str | None = None
+
+
+class WebHit(BaseModel):
+    """One web search result."""
+
+    title: str
+    url: str
+    snippet: str = ""
+    date: str | None = None
+
+
+class ImageCandidate(BaseModel):
+    """One image search result before download: a URL (or a local file) to fetch and validate."""
+
+    image_url: str
+    page_url: str | None = None
+    title: str | None = None
+    local_path: str | None = None
+
+
+class SearchBackend(Protocol):
+    """A search provider. `used` collects the cache keys of the calls made (for the trajectory)."""
+
+    name: str
+
+    async def search(self, query: str, top_k: int, used: list[str]) -> list[WebHit]: ...
+
+    async def images(self, query: str, count: int, used: list[str]) -> list[ImageCandidate]: ...
 
 
 class ToolResult(BaseModel):

@@ -1,10 +1,11 @@
-"""The `local` backend: the three tools over a folder of the user's own documents and images.
+"""The `local` backend: search and image search over a folder of the user's own documents and images.
 
 No network at all, so the agent can research a private corpus (and the demo runs offline). Documents
-(.txt, .md, .html) and images (.jpg, .png, .webp, .gif) are indexed in an in-memory SQLite FTS5 table
-when the corpus is opened. Images are matched on their file name, on a caption from an optional
-`captions.json` ({"relative/path.jpg": "caption"}), and on the alt text of pages that embed them.
-`browse` reads only files inside the corpus folder.
+(.txt, .md, .html, .pdf) and images (.jpg, .png, .webp, .gif) are indexed with SQLite FTS5. Images are
+matched on their file name, on a caption from an optional `captions.json` ({"relative/path.jpg":
+"caption"}), and on the alt text and title of pages that embed them. `gensearcher index build DIR` writes
+the index to `DIR/.gensearcher-index.sqlite`; without it the index is built in memory when opened.
+`browse` reads `file://` URLs inside the corpus only.
 """
 
 from __future__ import annotations
@@ -12,55 +13,87 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from gensearcher.errors import ToolError, UserError
-from gensearcher.images import sha256_file
-from gensearcher.tools.base import BrowseArgs, ImageHit, ImageSearchArgs, SearchArgs, ToolResult
+from gensearcher.tools.base import ImageCandidate, WebHit
+from gensearcher.web.extract import pdf_text, visible_html_text
 
-DOC_SUFFIXES = {".txt", ".md", ".html", ".htm"}
+DOC_SUFFIXES = {".txt", ".md", ".html", ".htm", ".pdf"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
+INDEX_NAME = ".gensearcher-index.sqlite"
 _WORD = re.compile(r"\w+", re.U)
+_SCHEMA = (
+    "CREATE VIRTUAL TABLE docs USING fts5(path UNINDEXED, title, body, tokenize='porter unicode61')",
+    "CREATE VIRTUAL TABLE images USING fts5(path UNINDEXED, title, body, tokenize='porter unicode61')",
+)
+
+
+def build_index(root: Path, target: Path | None = None) -> tuple[Path, int, int]:
+    """Index `root` into an SQLite file (default `root/.gensearcher-index.sqlite`).
+
+    Returns (index path, documents, images). The file is replaced atomically.
+    """
+    if not root.is_dir():
+        raise UserError(f"corpus folder not found: {root}")
+    target = target or root / INDEX_NAME
+    tmp = target.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    db = sqlite3.connect(tmp)
+    docs, images = _fill(db, root.resolve())
+    db.close()
+    tmp.replace(target)
+    return target, docs, images
+
+
+def _fill(db: sqlite3.Connection, root: Path) -> tuple[int, int]:
+    for statement in _SCHEMA:
+        db.execute(statement)
+    captions = _read_captions(root / "captions.json")
+    alt_texts: dict[Path, list[str]] = {}
+    image_paths: list[Path] = []
+    documents = 0
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_SUFFIXES:
+            image_paths.append(path)
+        elif suffix in DOC_SUFFIXES:
+            try:
+                title, body, embedded = read_document(path)
+            except ToolError:
+                continue  # an unreadable PDF must not stop the index
+            db.execute("INSERT INTO docs VALUES (?, ?, ?)", (str(path), title, body))
+            documents += 1
+            for src, alt in embedded:
+                target = (path.parent / unquote(src)).resolve()
+                alt_texts.setdefault(target, []).append(f"{alt} {title}")
+    for path in image_paths:
+        caption = captions.get(path.relative_to(root).as_posix(), "")
+        words = " ".join(_WORD.findall(path.stem.replace("_", " ")))
+        body = " ".join([caption, words, *alt_texts.get(path.resolve(), [])])
+        db.execute("INSERT INTO images VALUES (?, ?, ?)", (str(path), caption or words, body))
+    db.commit()
+    return documents, len(image_paths)
 
 
 class LocalCorpus:
-    """An indexed folder. `search`, `image_search` and `browse` are the tool implementations."""
+    """A `SearchBackend` over an indexed folder, plus `read(url)` for browse."""
 
-    def __init__(self, root: Path, *, max_browse_chars: int = 20_000):
+    name = "local"
+
+    def __init__(self, root: Path):
         if not root.is_dir():
             raise UserError(f"local corpus folder not found: {root}")
         self.root = root.resolve()
-        self.max_browse_chars = max_browse_chars
-        self._db = sqlite3.connect(":memory:")
-        self._db.execute("CREATE VIRTUAL TABLE docs USING fts5(path UNINDEXED, title, body, tokenize='porter unicode61')")
-        self._db.execute("CREATE VIRTUAL TABLE images USING fts5(path UNINDEXED, title, body, tokenize='porter unicode61')")
-        self._index()
-
-    def _index(self) -> None:
-        captions = _read_captions(self.root / "captions.json")
-        alt_texts: dict[Path, list[str]] = {}
-        image_paths: list[Path] = []
-        for path in sorted(self.root.rglob("*")):
-            if not path.is_file():
-                continue
-            suffix = path.suffix.lower()
-            if suffix in IMAGE_SUFFIXES:
-                image_paths.append(path)
-            elif suffix in DOC_SUFFIXES:
-                title, body, images = read_document(path)
-                self._db.execute("INSERT INTO docs VALUES (?, ?, ?)", (str(path), title, body))
-                for src, alt in images:
-                    target = (path.parent / unquote(src)).resolve()
-                    alt_texts.setdefault(target, []).append(f"{alt} {title}")
-        for path in image_paths:
-            relative = path.relative_to(self.root).as_posix()
-            caption = captions.get(relative, "")
-            words = " ".join(_WORD.findall(path.stem.replace("_", " ")))
-            body = " ".join([caption, words, *alt_texts.get(path.resolve(), [])])
-            self._db.execute("INSERT INTO images VALUES (?, ?, ?)", (str(path), caption or words, body))
-        self._db.commit()
+        index = self.root / INDEX_NAME
+        if index.is_file():
+            self._db = sqlite3.connect(f"file:{index}?mode=ro", uri=True, check_same_thread=False)
+        else:
+            self._db = sqlite3.connect(":memory:", check_same_thread=False)
+            _fill(self._db, self.root)
 
     def _match(self, table: str, query: str, limit: int) -> list[tuple[str, str, str]]:
         terms = _WORD.findall(query.lower())
@@ -71,89 +104,40 @@ class LocalCorpus:
                f"WHERE {table} MATCH ? ORDER BY bm25({table}) LIMIT ?")
         return list(self._db.execute(sql, (match, limit)))
 
-    async def search(self, args: SearchArgs) -> ToolResult:
-        blocks = []
-        for query in args.queries:
-            hits = self._match("docs", query, args.top_k)
-            lines = [f"[{title}]({Path(path).as_uri()}) {' '.join(snippet.split())}" for path, title, snippet in hits]
-            body = "\n\n".join(lines) if lines else f"No results for '{query}'."
-            blocks.append(f"--- search result for [{query}] ---\n{body}\n--- end of search result ---")
-        return ToolResult(text="\n\n".join(blocks))
+    async def search(self, query: str, top_k: int, used: list[str]) -> list[WebHit]:
+        return [WebHit(title=title, url=Path(path).as_uri(), snippet=snippet)
+                for path, title, snippet in self._match("docs", query, top_k)]
 
-    async def image_search(self, args: ImageSearchArgs) -> ToolResult:
-        hits = [
-            ImageHit(local_path=path, url=Path(path).as_uri(), title=title, sha256=sha256_file(Path(path)))
-            for path, title, _ in self._match("images", args.query, args.top_k)
-        ]
-        if not hits:
-            return ToolResult(text=f"No images found for '{args.query}'. Try a shorter query of two or three words.")
-        return ToolResult(images=hits)
+    async def images(self, query: str, count: int, used: list[str]) -> list[ImageCandidate]:
+        return [ImageCandidate(image_url=Path(path).as_uri(), title=title, local_path=path)
+                for path, title, _ in self._match("images", query, count)]
 
-    async def browse(self, args: BrowseArgs) -> ToolResult:
-        path = self._resolve(args.url)
-        title, body, _ = read_document(path)
-        text = body[: self.max_browse_chars]
-        note = "" if len(body) <= self.max_browse_chars else f"\n[truncated: the page has {len(body)} characters]"
-        return ToolResult(text=f"Page: {title}\nLooking for: {args.query}\n\n{text}{note}")
-
-    def _resolve(self, url: str) -> Path:
+    def read(self, url: str) -> tuple[str, str]:
+        """(title, text) of a corpus document given as a file:// URL or a path relative to the corpus."""
         parsed = urlparse(url)
+        missing = ToolError(f"the local corpus has no page {url}; use a url from the search results")
         if parsed.scheme not in ("", "file"):
-            raise ToolError(f"the local corpus has no page {url}; use a url from the search results")
+            raise missing
         path = Path(unquote(parsed.path))
         path = (path if path.is_absolute() else self.root / path).resolve()
         if not path.is_relative_to(self.root) or not path.is_file() or path.suffix.lower() not in DOC_SUFFIXES:
-            raise ToolError(f"the local corpus has no page {url}; use a url from the search results")
-        return path
+            raise missing
+        title, text, _ = read_document(path)
+        return title, text
 
 
 def read_document(path: Path) -> tuple[str, str, list[tuple[str, str]]]:
-    """(title, text, [(img src, alt)]) of a text, Markdown or HTML file."""
+    """(title, text, [(img src, alt)]) of a text, Markdown, HTML or PDF file."""
+    suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        title, text = pdf_text(path.read_bytes())
+        return title or path.stem.replace("_", " "), text, []
     raw = path.read_text(encoding="utf-8", errors="replace")
-    if path.suffix.lower() in (".html", ".htm"):
-        parser = _TextExtractor()
-        parser.feed(raw)
-        text = re.sub(r"\n{3,}", "\n\n", "".join(parser.parts)).strip()
-        return (parser.title.strip() or path.stem), text, parser.images
+    if suffix in (".html", ".htm"):
+        title, text, images = visible_html_text(raw)
+        return (title or path.stem), text, images
     heading = next((line.lstrip("# ").strip() for line in raw.splitlines() if line.startswith("#")), "")
     return heading or path.stem.replace("_", " "), raw.strip(), []
-
-
-class _TextExtractor(HTMLParser):
-    _SKIP = frozenset({"script", "style", "noscript", "template", "svg"})
-    _BLOCK = frozenset({"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title = ""
-        self.images: list[tuple[str, str]] = []
-        self._skipping = 0
-        self._in_title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._SKIP:
-            self._skipping += 1
-        elif tag == "title":
-            self._in_title = True
-        elif tag == "img":
-            attributes = dict(attrs)
-            if attributes.get("src"):
-                self.images.append((attributes["src"] or "", attributes.get("alt") or ""))
-        if tag in self._BLOCK:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP and self._skipping:
-            self._skipping -= 1
-        elif tag == "title":
-            self._in_title = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.title += data
-        elif not self._skipping:
-            self.parts.append(data)
 
 
 def _read_captions(path: Path) -> dict[str, str]:

@@ -1,0 +1,121 @@
+"""The `search` and `image_search` tools over any `SearchBackend`.
+
+`search` runs its queries concurrently and states "no results" and errors inside each query's block.
+`image_search` downloads its candidates concurrently through the cache and the hardened fetcher,
+validates and re-encodes them (`images.store_image_bytes`), and returns the first `top_k` usable ones in
+rank order. The agent gives them their IMG ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from gensearcher.errors import ToolError
+from gensearcher.images import store_image_bytes
+from gensearcher.messages import ImageRef
+from gensearcher.tools.base import (
+    ImageCandidate,
+    ImageHit,
+    ImageSearchArgs,
+    SearchArgs,
+    SearchBackend,
+    ToolResult,
+    WebHit,
+)
+from gensearcher.web import Web
+
+logger = logging.getLogger(__name__)
+
+
+def format_hits(query: str, hits: list[WebHit]) -> str:
+    """One query's block, in the layout Gen-Searcher-8B was trained on."""
+    if hits:
+        lines = [f"[{hit.title}]({hit.url})" + (f" ({hit.date})" if hit.date else "") + f" {' '.join(hit.snippet.split())}"
+                 for hit in hits]
+        body = "\n\n".join(lines)
+    else:
+        body = f"No results for '{query}'."
+    return f"--- search result for [{query}] ---\n{body}\n--- end of search result ---"
+
+
+class SearchTool:
+    def __init__(self, backend: SearchBackend):
+        self.backend = backend
+
+    async def __call__(self, args: SearchArgs) -> ToolResult:
+        used: list[str] = []
+
+        async def one(query: str) -> tuple[str, str | None]:
+            try:
+                return format_hits(query, await self.backend.search(query, args.top_k, used)), None
+            except ToolError as exc:
+                message = f"Search failed for '{query}': {exc}"
+                return f"--- search result for [{query}] ---\n{message}\n--- end of search result ---", message
+
+        blocks = await asyncio.gather(*(one(query) for query in args.queries))
+        errors = [error for _, error in blocks if error]
+        return ToolResult(text="\n\n".join(text for text, _ in blocks), cache_keys=used,
+                          error="; ".join(errors) if len(errors) == len(blocks) else None)
+
+
+class ImageSearchTool:
+    """Args:
+        backend: where candidates come from.
+        web: the cached, hardened door to the network.
+        image_dir: where validated images are stored (content-addressed).
+        candidates: how many hits to download at once to find `top_k` usable ones.
+    """
+
+    def __init__(self, backend: SearchBackend, web: Web, *, image_dir: Path, candidates: int = 10,
+                 max_pixels: int = 40_000_000, stored_pixels: int = 4_194_304, max_bytes: int | None = None):
+        self.backend = backend
+        self.web = web
+        self.image_dir = image_dir
+        self.candidates = candidates
+        self.max_pixels = max_pixels
+        self.stored_pixels = stored_pixels
+        self.max_bytes = max_bytes
+
+    async def __call__(self, args: ImageSearchArgs) -> ToolResult:
+        used: list[str] = []
+        try:
+            candidates = await self.backend.images(args.query, max(self.candidates, args.top_k), used)
+        except ToolError as exc:
+            message = f"Image search failed for '{args.query}': {exc}"
+            return ToolResult(text=message, error=message, cache_keys=used)
+        stored = await asyncio.gather(*(self._download(candidate, used) for candidate in candidates))
+        hits: list[ImageHit] = []
+        seen: set[str] = set()
+        for candidate, image in zip(candidates, stored, strict=True):
+            if image is None or image.sha256 in seen:
+                continue
+            seen.add(image.sha256)
+            hits.append(ImageHit(local_path=image.path, url=candidate.image_url, title=candidate.title,
+                                 page_url=candidate.page_url, sha256=image.sha256))
+            if len(hits) == args.top_k:
+                break
+        if hits:
+            return ToolResult(images=hits, cache_keys=used)
+        unusable = f" ({len(candidates)} results could not be used)" if candidates else ""
+        return ToolResult(text=f"No images found for '{args.query}'{unusable}. Try a shorter query of two or three words.",
+                          cache_keys=used)
+
+    async def _download(self, candidate: ImageCandidate, used: list[str]) -> ImageRef | None:
+        """The stored image, or None when it cannot be fetched or is not a usable picture."""
+        try:
+            if candidate.local_path:
+                data, declared = await asyncio.to_thread(Path(candidate.local_path).read_bytes), ""
+            else:
+                headers = {"accept": "image/avif,image/webp,image/*,*/*;q=0.8"}
+                if candidate.page_url:
+                    headers["referer"] = candidate.page_url
+                options = {"max_bytes": self.max_bytes} if self.max_bytes else {}
+                result = await self.web.fetch(candidate.image_url, headers=headers, used=used, **options)
+                data, declared = result.body, result.content_type
+            return await asyncio.to_thread(store_image_bytes, data, self.image_dir, declared_type=declared,
+                                           max_pixels=self.max_pixels, stored_pixels=self.stored_pixels)
+        except (ToolError, OSError) as exc:
+            logger.info("image %s skipped: %s", candidate.image_url[:120], exc)
+            return None

@@ -1,0 +1,174 @@
+"""The record-and-replay cache: every external call of the tools, stored content-addressed.
+
+An entry is keyed by a namespace (the backend: "serper.search", "fetch", "summary" ...) and the normalised
+request; its value is a blob (stored once per content hash) plus a little metadata. Modes:
+
+    readwrite  use entries, fetch and store misses (default)
+    replay     no network at all: a miss is an error naming the request
+    record     always fetch, and overwrite the entry
+    off        always fetch, store nothing
+
+Trajectories list the keys their tool calls used, so `export` can write exactly the entries one run used:
+a frozen web for that benchmark run, which `import` loads elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sqlite3
+import tarfile
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from gensearcher._files import write_atomic
+from gensearcher.errors import ToolError, UserError
+
+Mode = str
+
+
+class CacheMiss(ToolError):
+    """Replay mode found no entry for a request."""
+
+
+class CachedValue(BaseModel):
+    key: str
+    body: bytes
+    meta: dict[str, Any] = {}
+    hit: bool
+
+
+def cache_key(namespace: str, request: dict[str, Any]) -> str:
+    canonical = json.dumps({"ns": namespace, "request": request}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class WebCache:
+    """SQLite index + blob folder. Safe to share between concurrent tasks of one event loop."""
+
+    def __init__(self, root: Path, *, mode: Mode = "readwrite", max_age_s: float | None = None):
+        if mode not in ("readwrite", "replay", "record", "off"):
+            raise UserError(f"unknown cache mode {mode!r}: readwrite, replay, record or off")
+        self.root = root
+        self.mode = mode
+        self.max_age_s = max_age_s
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.root / "index.sqlite", isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, namespace TEXT, request TEXT, meta TEXT, "
+            "blob TEXT, created REAL)"
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+    async def get_or_fetch(self, namespace: str, request: dict[str, Any],
+                           fetch: Callable[[], Awaitable[tuple[bytes, dict[str, Any]]]],
+                           *, used: list[str] | None = None) -> CachedValue:
+        """The cached value of `request`, or `fetch()`'s (stored per the mode). Appends the key to `used`."""
+        key = cache_key(namespace, request)
+        if used is not None and key not in used:
+            used.append(key)
+        if self.mode in ("readwrite", "replay"):
+            found = self._lookup(key)
+            if found is not None:
+                return found
+            if self.mode == "replay":
+                raise CacheMiss(f"replay mode: no cached {namespace} for {json.dumps(request, ensure_ascii=False)[:300]}")
+        body, meta = await fetch()
+        if self.mode != "off":
+            self.store(key, namespace, request, body, meta)
+        return CachedValue(key=key, body=body, meta=meta, hit=False)
+
+    def _lookup(self, key: str) -> CachedValue | None:
+        row = self._db.execute("SELECT meta, blob, created FROM entries WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        meta, blob, created = row
+        if self.max_age_s is not None and time.time() - created > self.max_age_s:
+            return None
+        path = self._blob_path(blob)
+        if not path.is_file():
+            return None
+        return CachedValue(key=key, body=path.read_bytes(), meta=json.loads(meta), hit=True)
+
+    def store(self, key: str, namespace: str, request: dict[str, Any], body: bytes, meta: dict[str, Any],
+              *, created: float | None = None) -> None:
+        blob = hashlib.sha256(body).hexdigest()
+        path = self._blob_path(blob)
+        if not path.exists():
+            write_atomic(path, body)
+        self._db.execute(
+            "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+            (key, namespace, json.dumps(request, ensure_ascii=False), json.dumps(meta, ensure_ascii=False), blob,
+             created if created is not None else time.time()),
+        )
+
+    def _blob_path(self, blob: str) -> Path:
+        return self.root / "blobs" / blob[:2] / blob
+
+    # -- export / import ---------------------------------------------------------------------------
+
+    def export(self, keys: Iterable[str], out: Path) -> tuple[int, list[str]]:
+        """Write the entries for `keys` into a tar file. Returns (entries written, keys not found)."""
+        rows, missing = [], []
+        for key in dict.fromkeys(keys):
+            row = self._db.execute("SELECT key, namespace, request, meta, blob, created FROM entries WHERE key = ?",
+                                   (key,)).fetchone()
+            if row is None or not self._blob_path(row[4]).is_file():
+                missing.append(key)
+            else:
+                rows.append(row)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            lines = "\n".join(json.dumps(dict(zip(("key", "namespace", "request", "meta", "blob", "created"), row,
+                                                  strict=True))) for row in rows)
+            _add_bytes(tar, "entries.jsonl", lines.encode("utf-8"))
+            for blob in sorted({row[4] for row in rows}):
+                _add_bytes(tar, f"blobs/{blob}", self._blob_path(blob).read_bytes())
+        write_atomic(out, buffer.getvalue())
+        return len(rows), missing
+
+    def import_archive(self, archive: Path) -> int:
+        """Load a tar written by `export`. Blobs are checked against their hashes. Returns entries loaded."""
+        if not archive.is_file():
+            raise UserError(f"cache archive not found: {archive}")
+        try:
+            with tarfile.open(archive, mode="r:*") as tar:
+                blobs: dict[str, bytes] = {}
+                entries: list[dict[str, Any]] = []
+                for member in tar.getmembers():
+                    if not member.isfile():
+                        continue
+                    handle = tar.extractfile(member)
+                    if handle is None:
+                        continue
+                    data = handle.read()
+                    if member.name == "entries.jsonl":
+                        entries = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+                    elif member.name.startswith("blobs/"):
+                        blobs[member.name.removeprefix("blobs/")] = data
+        except (tarfile.TarError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{archive} is not a gensearcher cache archive: {exc}") from None
+        loaded = 0
+        for entry in entries:
+            body = blobs.get(entry["blob"])
+            if body is None or hashlib.sha256(body).hexdigest() != entry["blob"]:
+                raise UserError(f"{archive}: blob {entry['blob'][:12]} is missing or corrupt")
+            self.store(entry["key"], entry["namespace"], json.loads(entry["request"]), body, json.loads(entry["meta"]),
+                       created=entry["created"])
+            loaded += 1
+        return loaded
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    tar.addfile(info, io.BytesIO(data))
