@@ -13,7 +13,7 @@ from gensearcher.tools.local import INDEX_NAME, LocalCorpus, build_index
 from gensearcher.tools.search import ImageSearchTool, SearchTool
 from gensearcher.web import Web
 from tests.conftest import make_image
-from tests.tools.pdf import minimal_pdf
+from gensearcher.testing.documents import minimal_pdf
 
 
 @pytest.fixture

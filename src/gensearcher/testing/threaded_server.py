@@ -35,6 +35,7 @@ class ThreadedUvicorn:
 
     def stop(self) -> None:
         self._server.should_exit = True
+        self._server.force_exit = True  # do not wait for hanging test requests
         self._thread.join(timeout=10)
 
     def __enter__(self) -> ThreadedUvicorn:

@@ -31,11 +31,11 @@ from gensearcher.tools.base import (
 from gensearcher.web import Fetcher, Web, WebCache
 
 __all__ = [
-    "PROTOCOL_TOOLS",
     "BrowseArgs",
     "ImageCandidate",
     "ImageHit",
     "ImageSearchArgs",
+    "PROTOCOL_TOOLS",
     "ResearchTools",
     "SearchArgs",
     "SearchBackend",

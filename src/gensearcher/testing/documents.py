@@ -1,7 +1,8 @@
-"""A minimal valid one-page PDF with a line of text, written by hand (no PDF library needed)."""
+"""Small documents for tests: a minimal valid one-page PDF, written by hand (no PDF library needed)."""
 
 
 def minimal_pdf(text: str) -> bytes:
+    """A one-page PDF showing `text` in Helvetica (text must be plain ASCII without parentheses)."""
     stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode("latin-1")
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
