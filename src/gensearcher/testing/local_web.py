@@ -15,6 +15,7 @@ SearXNG- and Jina-compatible endpoints that point at them.
     POST /serper/search, /serper/images    Serper's wire format (X-API-KEY "test-key")
     GET /searxng/search?q=..&format=json[&categories=images]
     GET /jina/{url}          Jina Reader: the page as text
+    POST /ddg/html/, GET /ddg/i.js   DuckDuckGo's HTML and image endpoints, as the ddgs library reads them
 
 Queries select failures: "credits" (400 Not enough credits), "ratelimit" (429 once), "boom" (500),
 "empty" (no results), "message" (200 with only a message). `hits` counts requests per path.
@@ -71,6 +72,7 @@ class LocalWeb:
     def __init__(self, *, slow_s: float = 0.3, api_key: str = "test-key"):
         self.slow_s = slow_s
         self.api_key = api_key
+        self.searxng_json = True  # False mimics SearXNG's default settings (JSON disabled: 403)
         self.hits: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
         self.max_in_flight: Counter[str] = Counter()  # per path
@@ -243,7 +245,7 @@ class LocalWeb:
 
         @app.get("/searxng/search")
         async def searxng(q: str = "", format: str = "html", categories: str = "general") -> Any:
-            if format != "json":
+            if format != "json" or not self.searxng_json:
                 return HTMLResponse("<html>Forbidden</html>", status_code=403)
             if not q:
                 return JSONResponse({"error": "No query"}, status_code=400)
@@ -256,6 +258,26 @@ class LocalWeb:
                             "engine": "duckduckgo", "publishedDate": None} for name, (title, text) in PAGES.items()]
             return JSONResponse({"query": q, "results": results, "answers": [], "corrections": [], "infoboxes": [],
                                  "suggestions": [], "unresponsive_engines": []})
+
+        @app.post("/ddg/html/")
+        async def ddg_html(request: Request) -> Any:
+            from urllib.parse import parse_qs
+
+            query = parse_qs((await request.body()).decode()).get("q", [""])[0]
+            if query == "empty":
+                return HTMLResponse("<html><body><div class='no-results'>No results.</div></body></html>")
+            items = "".join(
+                f"<div class='result results_links web-result'><div class='links_main links_deep result__body'>"
+                f"<h2 class='result__title'><a class='result__a' href='{self.url}/page/{name}.html'>{title}</a></h2>"
+                f"<a class='result__snippet' href='{self.url}/page/{name}.html'>{text[:100]} &amp; more</a></div></div>"
+                for name, (title, text) in PAGES.items())
+            return HTMLResponse(f"<html><body>{items}</body></html>")
+
+        @app.get("/ddg/i.js")
+        async def ddg_images(q: str = "") -> Any:
+            results = [{"title": item["title"], "image": item["imageUrl"], "thumbnail": item["imageUrl"],
+                        "url": item["link"], "height": 48, "width": 64, "source": "Bing"} for item in self._image_results(q)]
+            return JSONResponse({"results": results})
 
         @app.get("/jina/{target:path}")
         async def jina(target: str, request: Request) -> Any:

@@ -26,8 +26,10 @@ def extract_text(body: bytes, content_type: str, url: str = "") -> tuple[str, st
 def html_text(html: str, url: str = "") -> tuple[str, str]:
     import trafilatura
 
+    # No deduplicate=True: trafilatura keeps a process-wide cache for it, so a second read of the same page
+    # would come back empty and break replay.
     text = trafilatura.extract(html, url=url or None, include_comments=False, include_tables=True,
-                               favor_recall=True, deduplicate=True) or ""
+                               favor_recall=True) or ""
     title = ""
     metadata = trafilatura.extract_metadata(html)
     if metadata is not None and metadata.title:

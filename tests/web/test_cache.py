@@ -1,0 +1,127 @@
+"""The record-and-replay cache: modes, keys without secrets, export and import."""
+
+from __future__ import annotations
+
+import tarfile
+import time
+
+import pytest
+
+from gensearcher.config import FetchConfig
+from gensearcher.errors import UserError
+from gensearcher.web import CacheMiss, Fetcher, Web, WebCache, cache_key
+
+
+@pytest.fixture
+async def live(tmp_path):
+    fetcher = Fetcher(FetchConfig(allowed_networks=["127.0.0.1/32"]))
+    yield fetcher
+    await fetcher.aclose()
+
+
+async def test_readwrite_serves_repeats_from_the_cache(tmp_path, live, local_web):
+    web = Web(live, WebCache(tmp_path / "c"))
+    used: list[str] = []
+    first = await web.fetch(local_web.url + "/page/trophy.html", used=used)
+    hits = local_web.hits["/page/trophy.html"]
+    second = await web.fetch(local_web.url + "/page/trophy.html", used=used)
+    assert second.body == first.body and second.content_type == "text/html"
+    assert local_web.hits["/page/trophy.html"] == hits and len(used) == 1
+    web.cache.close()
+
+
+async def test_keys_never_hold_secrets(tmp_path, live, local_web):
+    web = Web(live, WebCache(tmp_path / "c"))
+    body = {"q": "tour", "num": 3}
+    a, b = [], []
+    await web.fetch(local_web.url + "/serper/search", method="POST", json_body=body, headers={"x-api-key": "test-key"},
+                    namespace="serper.search", used=a)
+    # The same request with another key is the same entry: secrets are not part of what was asked.
+    await web.fetch(local_web.url + "/serper/search", method="POST", json_body=body, headers={"x-api-key": "other"},
+                    namespace="serper.search", used=b)
+    assert a == b == [cache_key("serper.search", {"method": "POST", "url": local_web.url + "/serper/search", "body": body})]
+    stored = (tmp_path / "c" / "index.sqlite").read_bytes()
+    assert b"test-key" not in stored
+    web.cache.close()
+
+
+async def test_replay_needs_no_network_and_names_a_miss(tmp_path, live, local_web):
+    recorder = Web(live, WebCache(tmp_path / "c"))
+    recorded = await recorder.fetch(local_web.url + "/page/tour.html")
+    recorder.cache.close()
+    replay = Web(None, WebCache(tmp_path / "c", mode="replay"))
+    assert (await replay.fetch(local_web.url + "/page/tour.html")).body == recorded.body
+    with pytest.raises(CacheMiss, match="/page/trophy.html"):
+        await replay.fetch(local_web.url + "/page/trophy.html")
+    replay.cache.close()
+
+
+async def test_record_refreshes_and_off_stores_nothing(tmp_path, live, local_web):
+    url = local_web.url + "/page/tour.html"
+    web = Web(live, WebCache(tmp_path / "c", mode="record"))
+    await web.fetch(url)
+    await web.fetch(url)
+    hits = local_web.hits["/page/tour.html"]
+    web.cache.close()
+    off = Web(live, WebCache(tmp_path / "d", mode="off"))
+    await off.fetch(url)
+    assert local_web.hits["/page/tour.html"] == hits + 1
+    assert off.cache._lookup(cache_key("fetch", {"method": "GET", "url": url, "body": None})) is None
+    off.cache.close()
+
+
+async def test_max_age(tmp_path):
+    cache = WebCache(tmp_path / "c", max_age_s=60)
+    key = cache_key("x", {"a": 1})
+    cache.store(key, "x", {"a": 1}, b"old", {}, created=time.time() - 120)
+    calls = []
+
+    async def fetch():
+        calls.append(1)
+        return b"new", {}
+
+    value = await cache.get_or_fetch("x", {"a": 1}, fetch)
+    assert value.body == b"new" and not value.hit and calls == [1]
+    cache.close()
+
+
+async def test_export_import_round_trip(tmp_path):
+    source = WebCache(tmp_path / "a")
+    keys = []
+    for i in range(3):
+        async def fetch(i=i):
+            return f"body {i}".encode(), {"i": i}
+        keys.append((await source.get_or_fetch("ns", {"i": i}, fetch)).key)
+    written, missing = source.export([keys[0], keys[2], "nope"], tmp_path / "frozen.tar")
+    assert written == 2 and missing == ["nope"]
+    target = WebCache(tmp_path / "b", mode="replay")
+    assert target.import_archive(tmp_path / "frozen.tar") == 2
+
+    async def never():
+        raise AssertionError("replay must not fetch")
+
+    assert (await target.get_or_fetch("ns", {"i": 2}, never)).body == b"body 2"
+    with pytest.raises(CacheMiss):
+        await target.get_or_fetch("ns", {"i": 1}, never)
+    source.close()
+    target.close()
+
+
+def test_import_rejects_corrupt_archives(tmp_path):
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"not a tar")
+    cache = WebCache(tmp_path / "c")
+    with pytest.raises(UserError, match="not a gensearcher cache archive"):
+        cache.import_archive(bad)
+    import io
+    import json
+
+    with tarfile.open(tmp_path / "tampered.tar", "w") as tar:
+        entry = json.dumps({"key": "k", "namespace": "n", "request": "{}", "meta": "{}", "blob": "0" * 64, "created": 0})
+        for name, data in (("entries.jsonl", entry.encode()), ("blobs/" + "0" * 64, b"different bytes")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(UserError, match="missing or corrupt"):
+        cache.import_archive(tmp_path / "tampered.tar")
+    cache.close()
