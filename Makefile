@@ -27,6 +27,9 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/agent_overhead.py
+	$(PY) benchmarks/image_search.py
+	$(PY) benchmarks/browse_extraction.py
+	$(PY) benchmarks/replay_batch.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

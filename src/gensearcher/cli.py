@@ -57,6 +57,7 @@ def research(
     max_llm_calls: Annotated[int | None, typer.Option(help="Rounds before the final round.")] = None,
     search_backend: Annotated[str | None, typer.Option(help="local, serper, ddgs or searxng.")] = None,
     local_corpus: Annotated[Path | None, typer.Option(help="Folder for the local search backend.")] = None,
+    cache_mode: Annotated[str | None, typer.Option(help="Web cache: readwrite, replay, record or off.")] = None,
     config: ConfigFile = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (batch).")] = True,
 ) -> None:
@@ -71,6 +72,7 @@ def research(
         "policy": {"base_url": policy_base_url, "model": policy_model},
         "agent": {"max_llm_calls": max_llm_calls},
         "search": {"backend": search_backend, "local_corpus": local_corpus},
+        "cache": {"mode": cache_mode},
     }
 
     def body() -> int:

@@ -124,6 +124,7 @@ class SearchConfig(_Section):
     )
     summary_model: str | None = Field(None, json_schema_extra=_aliases("BROWSE_SUMMARY_MODEL"))
     summary_api_key: SecretStr | None = Field(None, json_schema_extra=_aliases("BROWSE_SUMMARY_API_KEY"))
+    summarise: bool = Field(True, description="Summarise pages for browse; off returns a bounded extract.")
     summary_chunk_tokens: int = Field(
         24_000, ge=500, description="Pages longer than this (about 4 characters a token) are summarised in parts."
     )

@@ -7,13 +7,13 @@ import json
 import pytest
 
 from gensearcher.errors import UserError
+from gensearcher.testing.documents import minimal_pdf
 from gensearcher.tools import BrowseArgs, ImageSearchArgs, SearchArgs, Toolbox
 from gensearcher.tools.browse import BrowseTool
 from gensearcher.tools.local import INDEX_NAME, LocalCorpus, build_index
 from gensearcher.tools.search import ImageSearchTool, SearchTool
 from gensearcher.web import Web
 from tests.conftest import make_image
-from gensearcher.testing.documents import minimal_pdf
 
 
 @pytest.fixture

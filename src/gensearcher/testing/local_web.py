@@ -120,7 +120,14 @@ class LocalWeb:
 
     def _app(self) -> Any:
         from fastapi import FastAPI, Request
-        from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+        from fastapi.responses import (
+            HTMLResponse,
+            JSONResponse,
+            PlainTextResponse,
+            RedirectResponse,
+            Response,
+            StreamingResponse,
+        )
 
         app = FastAPI()
 

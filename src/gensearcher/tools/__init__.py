@@ -123,7 +123,7 @@ def build_tools(settings: Settings, *, output_dir: Path | None = None) -> Resear
     summariser, summariser_name, closers = None, "", []
     base_url = search.summary_base_url or settings.policy.base_url
     model = search.summary_model or (settings.policy.model if not search.summary_base_url else None)
-    if base_url and model:
+    if search.summarise and base_url and model:
         key = search.summary_api_key or (settings.policy.api_key if not search.summary_base_url else None)
         config = settings.policy.model_copy(update={"base_url": base_url, "model": model, "api_key": key,
                                                     "temperature": 0.0, "top_p": 1.0, "logprobs": False,
