@@ -107,3 +107,19 @@ async def make_agent(tmp_path: Path, tools: InTestTools) -> AsyncIterator[Any]:
     yield build
     for agent in agents:
         await agent.policy.aclose()
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("diffusers")
+    from gensearcher.testing.tiny_models import save_tiny_qwen_image
+
+    return save_tiny_qwen_image(tmp_path_factory.mktemp("tiny-qwen-image"))
+
+
+@pytest.fixture(scope="session")
+def tiny_edit_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("diffusers")
+    from gensearcher.testing.tiny_models import save_tiny_qwen_image
+
+    return save_tiny_qwen_image(tmp_path_factory.mktemp("tiny-qwen-image-edit"), edit=True)

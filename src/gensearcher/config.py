@@ -193,16 +193,74 @@ class CacheConfig(_Section):
 
 
 class GeneratorConfig(_Section):
-    """Image generator (used by the generation issue)."""
+    """The image generator: which backend, which model, and how it runs."""
 
+    backend: Literal["diffusers", "http", "openai", "gemini", "seedream"] | None = Field(
+        None, description="Default: http when app_urls is set, else diffusers.",
+        json_schema_extra=_aliases("GENSEARCHER_GENERATOR"),
+    )
+    model: str = Field("Qwen/Qwen-Image", description="diffusers: text-to-image model id or folder.")
+    edit_model: str | None = Field(
+        "Qwen/Qwen-Image-Edit-2509", description="diffusers: model for requests with reference images."
+    )
+    device: str = Field("cpu", description="diffusers: torch device.")
+    dtype: str = Field("auto", description="diffusers: 'auto' (bfloat16 on GPU, float32 on CPU) or a torch dtype.")
+    cpu_offload: bool = Field(False, description="diffusers: enable model CPU offload.")
+    attention_backend: str | None = Field(None, description="diffusers: e.g. 'flash', 'sage', '_native_cudnn'.")
+    edit_condition_pixels: int | None = Field(
+        None, ge=256, description="diffusers edit: pixels the references are resized to for the text encoder."
+    )
+    edit_vae_pixels: int | None = Field(
+        None, ge=256, description="diffusers edit: pixels the references are resized to for the VAE."
+    )
+    max_references: int | None = Field(
+        None, ge=0, description="References the backend accepts (default per backend, at most max_refs)."
+    )
     app_urls: list[str] = Field(
-        default_factory=list, description="Generator servers (JSON list or comma-separated).",
+        default_factory=list, description="http: generator servers (JSON list or comma-separated).",
         json_schema_extra=_aliases("QWEN_EDIT_APP_URL"),
     )
+    app_path: str = Field("/generate", json_schema_extra=_aliases("QWEN_EDIT_APP_PATH"))
+    per_url_concurrency: int = Field(8, ge=1, description="http: requests in flight to one server.")
+    server_token: SecretStr | None = Field(None, description="http: bearer token of our generator server.",
+                                           json_schema_extra=_aliases("GENSEARCHER_SERVER_TOKEN"))
+    api_key: SecretStr | None = Field(None, description="openai / gemini / seedream API key.")
+    api_base_url: str | None = Field(None, description="openai / gemini / seedream endpoint (default: the vendor's).")
+    api_model: str | None = Field(None, description="openai: gpt-image-1; gemini: gemini-3-pro-image-preview; ...")
+    timeout_s: float = Field(600.0, gt=0, description="Total time for one image, retries included.",
+                             json_schema_extra=_aliases("GEN_IMAGE_TIMEOUT"))
+    max_retries: int = Field(3, ge=0)
 
     @field_validator("app_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    def resolved_backend(self) -> str:
+        return self.backend or ("http" if self.app_urls else "diffusers")
+
+
+class ServerConfig(_Section):
+    """`gensearcher serve`: the generator server."""
+
+    host: str = Field("127.0.0.1", description="Bind address (the default keeps it local).")
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, description="Worker processes, one pipeline each (one per GPU).")
+    devices: list[str] = Field(default_factory=list, description="Device per worker, e.g. cuda:0,cuda:1 (default cpu).")
+    token: SecretStr | None = Field(None, description="Require 'Authorization: Bearer <token>'.",
+                                    json_schema_extra=_aliases("GENSEARCHER_SERVER_TOKEN"))
+    max_queue: int = Field(64, ge=1, description="Queued requests before 429.")
+    request_timeout_s: float = Field(1800.0, gt=0)
+    max_images: int = Field(4, ge=0, description="Input images per request.")
+    max_image_bytes: int = Field(20_000_000, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=1024)
+    max_output_pixels: int = Field(4_194_304, ge=1024)
+    fetch_image_urls: bool = Field(False, description="Accept http(s) image URLs (fetched by the hardened fetcher).")
+    failure_threshold: int = Field(3, ge=1, description="Consecutive failures before a worker is reloaded.")
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
         return _split_list(value)
 
 
@@ -230,6 +288,7 @@ class Settings(BaseSettings):
     fetch: FetchConfig = Field(default_factory=FetchConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
     @classmethod

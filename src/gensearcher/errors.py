@@ -42,3 +42,7 @@ class ToolError(GenSearcherError):
 
 class NotBuiltError(GenSearcherError):
     """The feature exists in the design but has not been implemented yet."""
+
+
+class GenerationError(GenSearcherError):
+    """An image could not be generated for one item (missing reference, backend failure). The batch records it."""

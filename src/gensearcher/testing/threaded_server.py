@@ -13,7 +13,7 @@ class ThreadedUvicorn:
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0):
         import uvicorn
 
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", access_log=False)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="auto", access_log=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="uvicorn", daemon=True)
         self.host = host
@@ -35,8 +35,10 @@ class ThreadedUvicorn:
 
     def stop(self) -> None:
         self._server.should_exit = True
-        self._server.force_exit = True  # do not wait for hanging test requests
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=3)
+        if self._thread.is_alive():  # a hanging test request: stop waiting for it
+            self._server.force_exit = True
+            self._thread.join(timeout=10)
 
     def __enter__(self) -> ThreadedUvicorn:
         return self.start()

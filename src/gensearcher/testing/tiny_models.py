@@ -8,6 +8,7 @@ template that TRL ships. The same loading code then runs as for the real Gen-Sea
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
@@ -31,14 +32,11 @@ def qwen3_vl_chat_template() -> str:
     return (Path(trl.__file__).parent / "chat_templates" / "qwen3_vl.jinja").read_text(encoding="utf-8")
 
 
-def save_tiny_qwen3_vl(folder: Path, *, seed: int = 0) -> Path:
-    """Build and save a tiny Qwen3-VL checkpoint into `folder`; returns the folder."""
-    import torch
+def tiny_tokenizer(chat_template: str | None = None) -> Any:
+    """A byte-level BPE tokenizer with Qwen's special tokens, trained in-process on a tiny corpus."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen3VLConfig, Qwen3VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers import PreTrainedTokenizerFast
 
-    torch.manual_seed(seed)
     bpe = Tokenizer(models.BPE(unk_token=None))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -47,7 +45,19 @@ def save_tiny_qwen3_vl(folder: Path, *, seed: int = 0) -> Path:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                         additional_special_tokens=SPECIAL_TOKENS[1:])
     tokenizer.add_tokens(PROTOCOL_TOKENS)
-    tokenizer.chat_template = qwen3_vl_chat_template()
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def save_tiny_qwen3_vl(folder: Path, *, seed: int = 0) -> Path:
+    """Build and save a tiny Qwen3-VL checkpoint into `folder`; returns the folder."""
+    import torch
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer(qwen3_vl_chat_template())
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     config = Qwen3VLConfig(
         text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -70,4 +80,60 @@ def save_tiny_qwen3_vl(folder: Path, *, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     image_processor.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_qwen_image(folder: Path, *, edit: bool = False, seed: int = 0) -> Path:
+    """Build and save a tiny QwenImagePipeline (or QwenImageEditPlusPipeline with `edit`) into `folder`.
+
+    Component sizes follow diffusers' own fast tests. Without torchvision the edit pipeline's processor is
+    saved as a plain Qwen2VLProcessor entry; `gensearcher.generate.diffusers_backend` loads it back.
+    """
+    import json
+
+    import torch
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer()
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2,
+                                              attention_head_dim=16, num_attention_heads=3, joint_attention_dim=16,
+                                              guidance_embeds=False, axes_dims_rope=(8, 4, 4))
+    vae = AutoencoderKLQwenImage(base_dim=24, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
+                                 temperal_downsample=[False, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    config = Qwen2_5_VLConfig(
+        text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "num_key_value_heads": 2, "vocab_size": len(tokenizer),
+                     "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+                     "rope_parameters": {"mrope_section": [1, 1, 2], "rope_type": "default", "rope_theta": 1e6}},
+        vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16},
+        hidden_size=16, vocab_size=len(tokenizer), bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    text_encoder = Qwen2_5_VLForConditionalGeneration(config)
+    components: dict[str, Any] = {"transformer": transformer, "vae": vae, "scheduler": FlowMatchEulerDiscreteScheduler(),
+                                  "text_encoder": text_encoder, "tokenizer": tokenizer}
+    if edit:
+        from diffusers import QwenImageEditPlusPipeline
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        from gensearcher.generate.diffusers_backend import image_only_processor_class
+
+        processor = image_only_processor_class()(image_processor=Qwen2VLImageProcessorPil(patch_size=14),
+                                                 tokenizer=tokenizer)
+        pipeline: Any = QwenImageEditPlusPipeline(processor=processor, **components)
+    else:
+        from diffusers import QwenImagePipeline
+
+        pipeline = QwenImagePipeline(**components)
+    folder.mkdir(parents=True, exist_ok=True)
+    pipeline.save_pretrained(folder)
+    if edit:
+        index = json.loads((folder / "model_index.json").read_text())
+        index["processor"] = ["transformers", "Qwen2VLProcessor"]  # the class a real checkpoint names
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2))
     return folder

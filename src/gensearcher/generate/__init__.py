@@ -1,0 +1,61 @@
+"""Image generation: the interface (`base`) and its backends, chosen by `GENSEARCHER_GENERATOR`.
+
+    diffusers   in-process pipelines (Qwen-Image, Qwen-Image-Edit-2509, any text-to-image)   diffusers_backend.py
+    http        our generator server or the reference system's /generate servers            http_backend.py
+    openai      the OpenAI Images API (generations, edits)                                  openai_images.py
+    gemini      Gemini image generation (generateContent)                                   gemini.py
+    seedream    Seedream 4.x through the Volcengine Ark images API                          seedream.py
+"""
+
+from __future__ import annotations
+
+from gensearcher.config import Settings, env_name
+from gensearcher.errors import ConfigError
+from gensearcher.generate.base import (
+    DroppedReference,
+    GenerationRequest,
+    GenerationResult,
+    Generator,
+)
+
+__all__ = ["DroppedReference", "GenerationRequest", "GenerationResult", "Generator", "build_generator"]
+
+
+def build_generator(settings: Settings) -> Generator:
+    """The configured generator. Raises ConfigError (naming the setting) before any work starts."""
+    config = settings.generator
+    backend = config.resolved_backend()
+    cap = settings.max_refs
+
+    def limit(default: int) -> int:
+        return min(cap, config.max_references if config.max_references is not None else default)
+
+    if backend == "diffusers":
+        from gensearcher.generate.diffusers_backend import EDIT_MAX_REFERENCES, DiffusersGenerator, PipelineSet
+
+        pipelines = PipelineSet(model=config.model, edit_model=config.edit_model, device=config.device,
+                                dtype=config.dtype, cpu_offload=config.cpu_offload,
+                                attention_backend=config.attention_backend,
+                                edit_condition_pixels=config.edit_condition_pixels, edit_vae_pixels=config.edit_vae_pixels)
+        return DiffusersGenerator(pipelines, max_references=limit(EDIT_MAX_REFERENCES))
+    if backend == "http":
+        if not config.app_urls:
+            raise ConfigError(f"{env_name('generator', 'app_urls')} (or QWEN_EDIT_APP_URL) is not set (the generator servers).")
+        from gensearcher.generate.http_backend import HttpGenerator
+
+        return HttpGenerator(config, max_references=limit(3))
+    if config.api_key is None:
+        raise ConfigError(f"{env_name('generator', 'api_key')} is not set (the {backend} API key).")
+    if backend == "openai":
+        from gensearcher.generate.openai_images import OpenAIImagesGenerator
+
+        return OpenAIImagesGenerator(config, max_references=limit(16))
+    if backend == "gemini":
+        from gensearcher.generate.gemini import GeminiGenerator
+
+        return GeminiGenerator(config, max_references=limit(14))
+    if backend == "seedream":
+        from gensearcher.generate.seedream import SeedreamGenerator
+
+        return SeedreamGenerator(config, max_references=limit(10))
+    raise ConfigError(f"{env_name('generator', 'backend')}={backend!r} is not a generator backend")

@@ -1,0 +1,25 @@
+"""The generator server (`gensearcher serve`): an HTTP front over pipeline worker processes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gensearcher.config import Settings
+from gensearcher.server.app import ImageServer, create_app
+from gensearcher.server.workers import WorkerPool
+
+__all__ = ["ImageServer", "WorkerPool", "build_app", "create_app"]
+
+
+def build_app(settings: Settings, *, model: str, edit_model: str | None = None) -> Any:
+    """The ASGI app for `model` (a text-to-image or an edit pipeline) and an optional edit model."""
+    config, generator = settings.server, settings.generator
+    devices = config.devices or ["cpu"] * config.workers
+    pipeline_kwargs = {"model": model, "edit_model": edit_model, "dtype": generator.dtype,
+                       "cpu_offload": generator.cpu_offload, "attention_backend": generator.attention_backend,
+                       "edit_condition_pixels": generator.edit_condition_pixels,
+                       "edit_vae_pixels": generator.edit_vae_pixels}
+    pool = WorkerPool(pipeline_kwargs, devices, max_queue=config.max_queue, failure_threshold=config.failure_threshold)
+    server = ImageServer(pool, config, model=model, fetch=settings.fetch)
+    token = config.token.get_secret_value() if config.token is not None else None
+    return create_app(server, token=token)
