@@ -155,9 +155,10 @@ async def _research_batch(settings: Any, input: Path, out: Path | None, concurre
 class _ProgressReporter:
     """A rich progress bar on a terminal; one line per item otherwise (logs, CI)."""
 
-    def __init__(self, total: int, *, enabled: bool):
+    def __init__(self, total: int, *, enabled: bool, label: str = "research"):
         self.total = total
         self.enabled = enabled
+        self.label = label
         self._bar: Any = None
         self._task: Any = None
 
@@ -166,17 +167,18 @@ class _ProgressReporter:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._bar = Progress(TextColumn("research"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            self._bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                                  console=Console(stderr=True))
             self._bar.start()
-            self._task = self._bar.add_task("research", total=self.total)
+            self._task = self._bar.add_task(self.label, total=self.total)
         return self
 
     def update(self, row: dict[str, Any], done: int, total: int) -> None:
         if self._bar is not None:
             self._bar.update(self._task, completed=done)
         elif self.enabled:
-            typer.echo(f"[{done}/{total}] id={row['id']} termination={row['termination']}", err=True)
+            outcome = row.get("termination") or ("ok" if row.get("success") else f"error: {row.get('error')}")
+            typer.echo(f"[{done}/{total}] id={row['id']} {outcome}", err=True)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
@@ -217,6 +219,145 @@ def import_reference(
         typer.echo(f"saved {len(text)} characters to {out}; use it with --system-prompt-file {out}")
 
     _guarded(body)
+
+
+@app.command()
+def generate(
+    input: Annotated[Path, typer.Option("--input", help="A research results.json.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    resume: Annotated[bool, typer.Option("--resume", help="Skip items already rendered.")] = False,
+    concurrency: Annotated[int, typer.Option(help="Images in flight.")] = 1,
+    text_only: Annotated[bool, typer.Option("--text-only", help="Use gen_prompt without reference images.")] = False,
+    original_prompt: Annotated[bool, typer.Option("--original-prompt", help="Render the original prompts (baseline).")] = False,
+    generator: Annotated[str | None, typer.Option(help="diffusers, http, openai, gemini or seedream.")] = None,
+    config: ConfigFile = None,
+    progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
+) -> None:
+    """Render every research result into an image.
+
+    Examples:
+        gensearcher generate --input runs/knowgen/results.json --out runs/knowgen-images --concurrency 8
+        gensearcher generate --input runs/knowgen/results.json --out runs/baseline --original-prompt
+    """
+
+    def body() -> int:
+        if text_only and original_prompt:
+            raise UserError("--text-only and --original-prompt exclude each other")
+        from gensearcher.config import load_settings
+        from gensearcher.generate import build_generator
+        from gensearcher.generate.base import request_defaults
+        from gensearcher.generate.batch import GenerateRunner, load_research_results
+
+        settings = load_settings({"generator": {"backend": generator}}, config_file=config)
+        rows = load_research_results(input)
+        backend = build_generator(settings)
+        mode = "original" if original_prompt else "text_only" if text_only else "grounded"
+        reporter = _ProgressReporter(len(rows), enabled=progress, label="generate")
+
+        async def go() -> Any:
+            runner = GenerateRunner(backend, out, mode=mode, concurrency=concurrency, resume=resume,
+                                    max_refs=settings.max_refs, defaults=request_defaults(settings.generator),
+                                    on_item=reporter.update)
+            try:
+                with reporter:
+                    return await runner.run(rows, input)
+            finally:
+                await backend.aclose()
+
+        summary = asyncio.run(go())
+        typer.echo(summary.model_dump_json(indent=2))
+        return 0 if summary.failed == 0 else 1
+
+    raise typer.Exit(_guarded(body))
+
+
+@app.command()
+def run(
+    prompt: Annotated[str, typer.Argument(help="The image request.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    system_prompt_file: Annotated[Path | None, typer.Option(help="Replace the system prompt.")] = None,
+    config: ConfigFile = None,
+) -> None:
+    """Research, then generate: writes image.png, trajectory.json and run.json (which ties them together)."""
+
+    def body() -> int:
+        from gensearcher.config import load_settings
+        from gensearcher.generate import build_generator
+
+        settings = load_settings(config_file=config)
+        generator = build_generator(settings)  # validated before the research starts
+        return asyncio.run(_run_one(settings, generator, prompt, out, system_prompt_file))
+
+    raise typer.Exit(_guarded(body))
+
+
+async def _run_one(settings: Any, generator: Any, prompt: str, out: Path, system_prompt_file: Path | None) -> int:
+    from gensearcher._files import write_atomic, write_json_atomic
+    from gensearcher.agent import Task
+    from gensearcher.errors import GenerationError
+    from gensearcher.generate import GenerationRequest
+
+    agent, tools = _build_agent(settings, out, system_prompt_file)
+    try:
+        trajectory = await agent.run(Task(id=0, prompt=prompt))
+    finally:
+        await agent.policy.aclose()
+        await tools.aclose()
+    write_atomic(out / "trajectory.json", trajectory.model_dump_json(indent=1).encode("utf-8"))
+    record: dict[str, Any] = {"prompt": prompt, "termination": trajectory.termination,
+                              "trajectory": str((out / "trajectory.json").resolve()), "image": None}
+    answer = trajectory.answer
+    try:
+        if answer is None:
+            raise GenerationError(f"the research ended without an answer ({trajectory.termination})")
+        record.update(gen_prompt=answer.gen_prompt, reference_images=[r.model_dump() for r in answer.reference_images])
+        from gensearcher.generate.base import request_defaults
+
+        defaults = {k: v for k, v in request_defaults(settings.generator).items() if v is not None}
+        request = GenerationRequest(prompt=answer.gen_prompt, reference_images=[r.local_path for r in answer.reference_images],
+                                    **defaults)
+        result = await generator.generate(request)
+        image = result.save(out / "image.png").resolve()
+        record.update(image=str(image), generation={**result.model_dump(exclude={"image_png"})})
+    except GenerationError as exc:
+        record["error"] = str(exc)
+    finally:
+        await generator.aclose()
+    write_json_atomic(out / "run.json", record)
+    typer.echo(json.dumps({k: record.get(k) for k in ("termination", "gen_prompt", "image", "error")}, indent=2,
+                          ensure_ascii=False))
+    return 0 if record["image"] else 1
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Option("--model", help="Diffusers model id or pipeline folder (text-to-image or edit).")],
+    edit_model: Annotated[str | None, typer.Option(help="An edit model for requests with images.")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (one pipeline each).")] = None,
+    devices: Annotated[str | None, typer.Option(help="Comma-separated device per worker, e.g. cuda:0,cuda:1.")] = None,
+    config: ConfigFile = None,
+) -> None:
+    """Serve a diffusers pipeline: /generate (reference API), /v1/images/* (OpenAI), /health, /metrics."""
+
+    def body() -> int:
+        import uvicorn
+
+        from gensearcher.config import load_settings
+        from gensearcher.server import build_app
+
+        settings = load_settings({"server": {"host": host, "port": port, "workers": workers, "devices": devices}},
+                                 config_file=config)
+        server = settings.server
+        if server.host not in ("127.0.0.1", "localhost", "::1") and server.token is None:
+            typer.echo(f"warning: serving on {server.host} without GENSEARCHER_SERVER_TOKEN: anyone who can reach "
+                       "this port can use it", err=True)
+        app_ = build_app(settings, model=model, edit_model=edit_model)
+        uvicorn.run(app_, host=server.host, port=server.port, log_level="info", access_log=False)
+        return 0
+
+    raise typer.Exit(_guarded(body))
 
 
 @index_app.command("build")

@@ -216,6 +216,10 @@ class GeneratorConfig(_Section):
     max_references: int | None = Field(
         None, ge=0, description="References the backend accepts (default per backend, at most max_refs)."
     )
+    steps: int | None = Field(None, ge=1, description="Denoising steps (default 40 with references, 50 without).")
+    width: int | None = Field(None, ge=16, description="Output width (default: the model's).")
+    height: int | None = Field(None, ge=16, description="Output height (default: the model's).")
+    seed: int = Field(0, description="Generation seed.")
     app_urls: list[str] = Field(
         default_factory=list, description="http: generator servers (JSON list or comma-separated).",
         json_schema_extra=_aliases("QWEN_EDIT_APP_URL"),

@@ -179,3 +179,17 @@ def test_worker_failure_then_recovery(tiny_text_model, tiny_edit_model):
 
 def _pool(http):
     return http._server.config.app.state.server.pool
+
+
+async def test_our_http_backend_against_the_server(server, tmp_path):
+    from gensearcher.config import GeneratorConfig
+    from gensearcher.generate import GenerationRequest
+    from gensearcher.generate.http_backend import HttpGenerator
+
+    refs = [str(make_image(tmp_path / f"h{i}.png", color=(0, 90 * i, 200))) for i in range(2)]
+    generator = HttpGenerator(GeneratorConfig(app_urls=[server.url], server_token=TOKEN))
+    try:
+        result = await generator.generate(GenerationRequest(prompt="x", reference_images=refs, steps=2, width=64, height=64))
+    finally:
+        await generator.aclose()
+    assert (result.width, result.height) == (64, 64) and result.used_images == refs and result.backend == "http"

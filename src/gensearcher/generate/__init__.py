@@ -46,16 +46,19 @@ def build_generator(settings: Settings) -> Generator:
         return HttpGenerator(config, max_references=limit(3))
     if config.api_key is None:
         raise ConfigError(f"{env_name('generator', 'api_key')} is not set (the {backend} API key).")
+    from gensearcher.web import Fetcher
+
+    fetcher = Fetcher(settings.fetch)  # for image URLs an API may answer with
     if backend == "openai":
         from gensearcher.generate.openai_images import OpenAIImagesGenerator
 
-        return OpenAIImagesGenerator(config, max_references=limit(16))
+        return OpenAIImagesGenerator(config, max_references=limit(16), fetcher=fetcher)
     if backend == "gemini":
         from gensearcher.generate.gemini import GeminiGenerator
 
-        return GeminiGenerator(config, max_references=limit(14))
+        return GeminiGenerator(config, max_references=limit(14), fetcher=fetcher)
     if backend == "seedream":
         from gensearcher.generate.seedream import SeedreamGenerator
 
-        return SeedreamGenerator(config, max_references=limit(10))
+        return SeedreamGenerator(config, max_references=limit(10), fetcher=fetcher)
     raise ConfigError(f"{env_name('generator', 'backend')}={backend!r} is not a generator backend")

@@ -45,6 +45,11 @@ class GenerationRequest(BaseModel):
         }
 
 
+def request_defaults(config: Any) -> dict[str, Any]:
+    """Request fields set in the generator configuration (steps, size, seed)."""
+    return {"steps": config.steps, "width": config.width, "height": config.height, "seed": config.seed}
+
+
 class DroppedReference(BaseModel):
     index: int
     path: str

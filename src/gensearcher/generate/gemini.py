@@ -1,0 +1,73 @@
+"""Gemini image generation ("Nano Banana", Nano Banana Pro) through `generateContent`, with the references
+as inline images after the text."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from gensearcher.config import GeneratorConfig
+from gensearcher.errors import GenerationError
+from gensearcher.generate._api import ApiClient, data_url_of
+from gensearcher.generate.base import GenerationRequest, GenerationResult, image_info, split_references
+from gensearcher.web import Fetcher
+
+DEFAULT_BASE = "https://generativelanguage.googleapis.com/v1beta"
+DEFAULT_MODEL = "gemini-3-pro-image-preview"
+ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+
+
+class GeminiGenerator:
+    name = "gemini"
+
+    def __init__(self, config: GeneratorConfig, *, max_references: int = 14, fetcher: Fetcher | None = None):
+        assert config.api_key is not None
+        self.base = (config.api_base_url or DEFAULT_BASE).rstrip("/")
+        self.model = config.api_model or DEFAULT_MODEL
+        self.max_references = max_references
+        self.api = ApiClient(headers={"x-goog-api-key": config.api_key.get_secret_value()},
+                             timeout_s=config.timeout_s, max_retries=config.max_retries, fetcher=fetcher)
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        kept, dropped = split_references(request, self.max_references)
+        parts: list[dict[str, Any]] = [{"text": request.prompt}]
+        for path in kept:
+            _, raw, mime = data_url_of(path)
+            parts.append({"inlineData": {"mimeType": mime, "data": base64.b64encode(raw).decode("ascii")}})
+        generation: dict[str, Any] = {"responseModalities": ["TEXT", "IMAGE"]}
+        if request.width and request.height:
+            generation["imageConfig"] = {"aspectRatio": nearest_ratio(request.width, request.height)}
+        started = time.monotonic()
+        answer = await self.api.post(f"{self.base}/models/{self.model}:generateContent",
+                                     json_body={"contents": [{"role": "user", "parts": parts}], "generationConfig": generation})
+        data = _image_part(answer)
+        width, height = image_info(data)
+        return GenerationResult(image_png=data, width=width, height=height, backend=self.name, model=self.model,
+                                used_images=kept, dropped_references=dropped,
+                                parameters={"model": self.model, **generation.get("imageConfig", {})},
+                                seconds=time.monotonic() - started)
+
+    async def aclose(self) -> None:
+        await self.api.aclose()
+
+
+def nearest_ratio(width: int, height: int) -> str:
+    target = width / height
+    return min(ASPECT_RATIOS, key=lambda ratio: abs(int(ratio.split(":")[0]) / int(ratio.split(":")[1]) - target))
+
+
+def _image_part(answer: dict[str, Any]) -> bytes:
+    """The first non-thought inline image; a clear error when the answer was blocked or holds none."""
+    candidates = answer.get("candidates") or []
+    if not candidates:
+        reason = (answer.get("promptFeedback") or {}).get("blockReason", "no candidates")
+        raise GenerationError(f"Gemini returned no image (prompt blocked: {reason})")
+    for part in (candidates[0].get("content") or {}).get("parts") or []:
+        inline = part.get("inlineData") or part.get("inline_data")
+        if inline and not part.get("thought"):
+            try:
+                return base64.b64decode(inline.get("data", ""), validate=True)
+            except ValueError:
+                raise GenerationError("Gemini sent invalid base64") from None
+    raise GenerationError(f"Gemini returned no image (finishReason: {candidates[0].get('finishReason', 'unknown')})")

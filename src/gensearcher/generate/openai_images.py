@@ -1,0 +1,57 @@
+"""The OpenAI Images API: `/images/generations` (JSON) and `/images/edits` (multipart, one `image[]` part
+per reference), as the official SDK sends them. Model configurable (gpt-image-1.5 by default)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+
+from gensearcher.config import GeneratorConfig
+from gensearcher.generate._api import ApiClient, data_url_of
+from gensearcher.generate.base import GenerationRequest, GenerationResult, image_info, split_references
+from gensearcher.web import Fetcher
+
+DEFAULT_BASE = "https://api.openai.com/v1"
+DEFAULT_MODEL = "gpt-image-1.5"
+
+
+class OpenAIImagesGenerator:
+    name = "openai"
+
+    def __init__(self, config: GeneratorConfig, *, max_references: int = 16, fetcher: Fetcher | None = None):
+        assert config.api_key is not None
+        self.base = (config.api_base_url or DEFAULT_BASE).rstrip("/")
+        self.model = config.api_model or DEFAULT_MODEL
+        self.max_references = max_references
+        self.api = ApiClient(headers={"authorization": f"Bearer {config.api_key.get_secret_value()}"},
+                             timeout_s=config.timeout_s, max_retries=config.max_retries, fetcher=fetcher)
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        kept, dropped = split_references(request, self.max_references)
+        size = f"{request.width}x{request.height}" if request.width and request.height else "auto"
+        started = time.monotonic()
+        if kept:
+            files = [data_url_of(path) for path in kept]
+
+            def form() -> aiohttp.FormData:
+                data = aiohttp.FormData()
+                for index, (_, raw, mime) in enumerate(files):
+                    data.add_field("image[]", raw, filename=f"reference{index}.{mime.split('/')[1]}", content_type=mime)
+                for key, value in (("prompt", request.prompt), ("model", self.model), ("n", "1"), ("size", size)):
+                    data.add_field(key, value)
+                return data
+
+            answer = await self.api.post(f"{self.base}/images/edits", form=form)
+        else:
+            body: dict[str, Any] = {"model": self.model, "prompt": request.prompt, "n": 1, "size": size}
+            answer = await self.api.post(f"{self.base}/images/generations", json_body=body)
+        data = await self.api.image_from((answer.get("data") or [{}])[0])
+        width, height = image_info(data)
+        return GenerationResult(image_png=data, width=width, height=height, backend=self.name, model=self.model,
+                                used_images=kept, dropped_references=dropped,
+                                parameters={"size": size, "model": self.model}, seconds=time.monotonic() - started)
+
+    async def aclose(self) -> None:
+        await self.api.aclose()
