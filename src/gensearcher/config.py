@@ -251,6 +251,7 @@ class ServerConfig(_Section):
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, description="Worker processes, one pipeline each (one per GPU).")
     devices: list[str] = Field(default_factory=list, description="Device per worker, e.g. cuda:0,cuda:1 (default cpu).")
+    threads_per_worker: int | None = Field(None, ge=1, description="torch threads per worker (default: cores / CPU workers).")
     token: SecretStr | None = Field(None, description="Require 'Authorization: Bearer <token>'.",
                                     json_schema_extra=_aliases("GENSEARCHER_SERVER_TOKEN"))
     max_queue: int = Field(64, ge=1, description="Queued requests before 429.")

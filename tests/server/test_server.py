@@ -193,3 +193,33 @@ async def test_our_http_backend_against_the_server(server, tmp_path):
     finally:
         await generator.aclose()
     assert (result.width, result.height) == (64, 64) and result.used_images == refs and result.backend == "http"
+
+
+def test_serve_command_binds_loopback_and_serves(tiny_text_model, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-m", "gensearcher", "serve", "--model", str(tiny_text_model),
+                                "--port", str(port)], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if get_json(url + "/health")["status"] == "ok":
+                    break
+            except OSError:
+                time.sleep(0.3)
+        status, answer, headers = post(url + "/generate", {"prompt": "x", "num_inference_steps": 1, "width": 32,
+                                                           "height": 32}, token=None)
+        assert status == 200 and answer["success"] and float(headers["x-pipeline-seconds"]) > 0
+        assert get_json(url + "/health")["text"] is True and get_json(url + "/health")["edit"] is False
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -19,7 +19,8 @@ def build_app(settings: Settings, *, model: str, edit_model: str | None = None) 
                        "cpu_offload": generator.cpu_offload, "attention_backend": generator.attention_backend,
                        "edit_condition_pixels": generator.edit_condition_pixels,
                        "edit_vae_pixels": generator.edit_vae_pixels}
-    pool = WorkerPool(pipeline_kwargs, devices, max_queue=config.max_queue, failure_threshold=config.failure_threshold)
+    pool = WorkerPool(pipeline_kwargs, devices, max_queue=config.max_queue, failure_threshold=config.failure_threshold,
+                      threads_per_worker=config.threads_per_worker)
     server = ImageServer(pool, config, model=model, fetch=settings.fetch)
     token = config.token.get_secret_value() if config.token is not None else None
     return create_app(server, token=token)

@@ -150,7 +150,7 @@ class ImageServer:
 
     # -- running -------------------------------------------------------------------------------------
 
-    async def run(self, prompt: str, images: list[bytes], params: dict[str, Any]) -> tuple[bytes, int, int]:
+    async def run(self, prompt: str, images: list[bytes], params: dict[str, Any]) -> tuple[bytes, int, int, float]:
         capabilities = self.pool.capabilities
         if any(w.ready.is_set() for w in self.pool.workers):
             if images and not capabilities["edit"]:
@@ -158,7 +158,7 @@ class ImageServer:
             if not images and not capabilities["text"]:
                 raise InputError("this server only edits: send at least one input image")
         try:
-            data, width, height, _ = await self.pool.submit(prompt, images, params, self.config.request_timeout_s)
+            data, width, height, seconds = await self.pool.submit(prompt, images, params, self.config.request_timeout_s)
         except QueueFull:
             raise InputError("the queue is full; retry later", 429,
                              {"retry-after": str(self.pool.retry_after_s())}) from None
@@ -168,7 +168,7 @@ class ImageServer:
             raise InputError("no worker can serve this kind of request", 400) from None
         except WorkerFailure as exc:
             raise InputError(f"generation failed: {exc}", 500) from None
-        return data, width, height
+        return data, width, height, seconds
 
     def keep_file(self, data: bytes) -> str:
         file_id = secrets.token_urlsafe(12)
@@ -248,14 +248,16 @@ def create_app(server: ImageServer, *, token: str | None = None) -> Any:
         return PlainTextResponse(_prometheus(server), media_type="text/plain; version=0.0.4")
 
     @app.post("/generate", dependencies=[Depends(authorised)])
-    async def generate(body: ReferenceGenerateRequest) -> Any:
+    async def generate(body: ReferenceGenerateRequest, response: Response) -> Any:
         server.check_size(body.width, body.height)
         images = await server.decode_images(list(body.image_urls or []))
+        # The reference body always carries guidance_scale=1.0; it only means something to the edit model.
         params = {"seed": body.seed, "steps": body.num_inference_steps, "true_cfg_scale": body.true_cfg_scale,
-                  "guidance_scale": body.guidance_scale, "negative_prompt": body.negative_prompt,
+                  "guidance_scale": body.guidance_scale if images else None, "negative_prompt": body.negative_prompt,
                   "width": body.width, "height": body.height}
-        data, _, _ = await server.run(body.prompt, images, params)
+        data, _, _, seconds = await server.run(body.prompt, images, params)
         server.status["200"] += 1
+        response.headers["x-pipeline-seconds"] = f"{seconds:.4f}"  # the worker's own time, for clients and benchmarks
         return {"success": True, "image": base64.b64encode(data).decode("ascii")}
 
     def check_model(name: str | None) -> None:
@@ -268,7 +270,7 @@ def create_app(server: ImageServer, *, token: str | None = None) -> Any:
         width, height = parse_size(body.size)
         server.check_size(width, height)
         params = _openai_params(body.seed, width, height, with_images=False)
-        data, _, _ = await server.run(body.prompt, [], params)
+        data, _, _, _ = await server.run(body.prompt, [], params)
         return _openai_response(server, data, body.response_format, request)
 
     @app.post("/v1/images/edits", dependencies=[Depends(authorised)])
@@ -287,7 +289,7 @@ def create_app(server: ImageServer, *, token: str | None = None) -> Any:
         width, height = parse_size(str(size or "auto"))
         server.check_size(width, height)
         params = _openai_params(int(str(seed)) if seed else None, width, height, with_images=True)
-        data, _, _ = await server.run(prompt, images, params)
+        data, _, _, _ = await server.run(prompt, images, params)
         return _openai_response(server, data, str(response_format or "b64_json"), request)
 
     @app.get("/v1/files/{file_id}.png")

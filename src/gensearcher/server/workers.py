@@ -112,7 +112,7 @@ class WorkerPool:
     """
 
     def __init__(self, pipeline_kwargs: dict[str, Any], devices: list[str], *, max_queue: int = 64,
-                 failure_threshold: int = 3):
+                 failure_threshold: int = 3, threads_per_worker: int | None = None):
         self.pipeline_kwargs = pipeline_kwargs
         self.workers = [Worker(i, device) for i, device in enumerate(devices)]
         self.max_queue = max_queue
@@ -124,7 +124,7 @@ class WorkerPool:
         # Blocking pipe reads and process joins get their own threads: the default executor is small.
         self._threads_pool = ThreadPoolExecutor(max_workers=2 * len(devices) + 2, thread_name_prefix="gensearcher-pool")
         cpu_workers = sum(1 for device in devices if device == "cpu") or 1
-        self._threads = max(1, (os.cpu_count() or 1) // cpu_workers)
+        self._threads = threads_per_worker or max(1, (os.cpu_count() or 1) // cpu_workers)
         self.completed = 0
         self.failed = 0
         self.latency_sum = 0.0
