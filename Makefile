@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS := local,serve,train,test
+EXTRAS := local,generate,serve,train,test
 
 .PHONY: install test demo bench clean
 
@@ -30,6 +30,8 @@ bench: install
 	$(PY) benchmarks/image_search.py
 	$(PY) benchmarks/browse_extraction.py
 	$(PY) benchmarks/replay_batch.py
+	$(PY) benchmarks/generator_server.py
+	@echo "benchmarks/gpu_generate.py needs a GPU: run it there (--tiny checks it on CPU)"
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
