@@ -270,12 +270,20 @@ class ServerConfig(_Section):
 
 
 class JudgeConfig(_Section):
-    """The VLM judge (used by the evaluation and training issues)."""
+    """The VLM judge of the benchmarks (any OpenAI-compatible vision model)."""
 
-    base_url: str | None = Field(None, json_schema_extra=_aliases("GEN_REWARD_API_BASE_URL"))
-    model: str | None = Field(None, json_schema_extra=_aliases("GEN_REWARD_MODEL"))
+    base_url: str = Field("https://api.openai.com/v1", json_schema_extra=_aliases("GEN_REWARD_API_BASE_URL"))
+    model: str = Field("gpt-4.1", json_schema_extra=_aliases("GEN_REWARD_MODEL"))
     api_key: SecretStr | None = Field(None, json_schema_extra=_aliases("GEN_REWARD_API_KEY"))
-    text_coef: float = Field(0.0, ge=0.0, le=1.0, json_schema_extra=_aliases("GEN_REWARD_TEXT_COEF"))
+    text_coef: float = Field(0.0, ge=0.0, le=1.0, description="Weight of the text-only judge in the RL reward.",
+                             json_schema_extra=_aliases("GEN_REWARD_TEXT_COEF"))
+    concurrency: int = Field(32, ge=1, description="Judge calls in flight.")
+    max_tokens: int = Field(2048, ge=64)
+    max_retries: int = Field(5, ge=0, description="Retries on 429, 5xx and timeouts.")
+    parse_retries: int = Field(2, ge=0, description="New calls when an answer cannot be parsed.")
+    request_timeout_s: float = Field(300.0, gt=0)
+    deadline_s: float = Field(900.0, gt=0, description="Total time for one judgement, retries included.")
+    image_pixels: int = Field(16_777_216, ge=4096, description="Pixel cap of the images sent to the judge.")
 
 
 class Settings(BaseSettings):

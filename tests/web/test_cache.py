@@ -66,7 +66,7 @@ async def test_record_refreshes_and_off_stores_nothing(tmp_path, live, local_web
     off = Web(live, WebCache(tmp_path / "d", mode="off"))
     await off.fetch(url)
     assert local_web.hits["/page/tour.html"] == hits + 1
-    assert off.cache._lookup(cache_key("fetch", {"method": "GET", "url": url, "body": None})) is None
+    assert off.cache.lookup(cache_key("fetch", {"method": "GET", "url": url, "body": None})) is None
     off.cache.close()
 
 

@@ -31,7 +31,11 @@ def build_generator(settings: Settings) -> Generator:
         return min(cap, config.max_references if config.max_references is not None else default)
 
     if backend == "diffusers":
-        from gensearcher.generate.diffusers_backend import EDIT_MAX_REFERENCES, DiffusersGenerator, PipelineSet
+        from gensearcher.generate.diffusers_backend import (
+            EDIT_MAX_REFERENCES,
+            DiffusersGenerator,
+            PipelineSet,
+        )
 
         pipelines = PipelineSet(model=config.model, edit_model=config.edit_model, device=config.device,
                                 dtype=config.dtype, cpu_offload=config.cpu_offload,

@@ -76,7 +76,7 @@ class WebCache:
         if used is not None and key not in used:
             used.append(key)
         if self.mode in ("readwrite", "replay"):
-            found = self._lookup(key)
+            found = self.lookup(key)
             if found is not None:
                 return found
             if self.mode == "replay":
@@ -86,7 +86,8 @@ class WebCache:
             self.store(key, namespace, request, body, meta)
         return CachedValue(key=key, body=body, meta=meta, hit=False)
 
-    def _lookup(self, key: str) -> CachedValue | None:
+    def lookup(self, key: str) -> CachedValue | None:
+        """The stored value of `key`, if any and fresh enough."""
         row = self._db.execute("SELECT meta, blob, created FROM entries WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None

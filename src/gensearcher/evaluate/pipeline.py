@@ -1,0 +1,124 @@
+"""`gensearcher eval`: research -> generation -> judging as resumable stages, then tables and a report.
+
+    DIR/research/      the agent's results.json and trajectories (skipped with --baseline)
+    DIR/images/        the generation results.json and images
+    DIR/results_eval.json   judged rows (reference evaluation format)
+    DIR/scores.json    the tables;  DIR/costs.json  calls, tokens and time per stage;  DIR/report.html
+
+Each stage resumes from its own files, so a run killed at any moment and started again does not repeat a
+finished external call, and ends with the numbers an uninterrupted run gives.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gensearcher._files import write_json_atomic
+from gensearcher.config import Settings
+from gensearcher.evaluate.data import Benchmark, EvalItem
+from gensearcher.evaluate.judge import Judge, Kind
+from gensearcher.evaluate.judging import JudgeRunner, explanations_of, item_results
+from gensearcher.evaluate.scores import knowgen_tables, wise_tables
+from gensearcher.web import WebCache
+
+Progress = Callable[[str, int], Any]  # (stage name, total) -> reporter with update() and a context manager
+
+
+def judge_kind(benchmark: Benchmark, items: list[EvalItem]) -> Kind:
+    if benchmark == "knowgen":
+        return "knowgen"
+    if benchmark in ("wise-verified", "wise-legacy"):
+        return benchmark  # type: ignore[return-value]
+    if all(item.gt_image for item in items):
+        return "knowgen"
+    if all(item.explanation for item in items):
+        return "wise-verified"
+    from gensearcher.errors import UserError
+
+    raise UserError("custom items need a gt_image (judged like KnowGen) or an explanation (judged like WISE) each")
+
+
+async def run_eval(settings: Settings, benchmark: Benchmark, items: list[EvalItem], out: Path, *, baseline: bool,
+                   research_concurrency: int, generate_concurrency: int, progress: Progress,
+                   rubric: str | None = None, system_prompt_file: Path | None = None) -> dict[str, Any]:
+    from gensearcher.cli import _build_agent  # the same validated construction as `gensearcher research`
+    from gensearcher.generate import build_generator
+    from gensearcher.generate.base import request_defaults
+    from gensearcher.generate.batch import GenerateRunner
+
+    kind = judge_kind(benchmark, items)
+    generator = build_generator(settings)  # validate everything before the first call
+    judge = Judge(settings.judge, cache=WebCache(settings.cache.dir or settings.output_dir / "web-cache"),
+                  image_dir=out / "judge-images", rubrics={kind: rubric} if rubric else None)
+    costs: dict[str, Any] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        if baseline:
+            rows = [{"id": i.id, "prompt": i.prompt, "meta": i.meta, "gt_image": i.gt_image} for i in items]
+            source = out / "baseline-tasks.json"
+            write_json_atomic(source, rows)
+        else:
+            rows, source = await _research(settings, items, out / "research", research_concurrency, progress,
+                                           system_prompt_file, costs, _build_agent)
+        started = time.monotonic()
+        runner = GenerateRunner(generator, out / "images", mode="original" if baseline else "grounded",
+                                concurrency=generate_concurrency, resume=True, max_refs=settings.max_refs,
+                                defaults=request_defaults(settings.generator))
+        with progress("generate", len(rows)) as reporter:
+            runner.on_item = reporter.update
+            summary = await runner.run(rows, source)
+        costs["generate"] = {"items": summary.total, "rendered_now": summary.total - summary.skipped,
+                             "failed": summary.failed, "seconds": round(time.monotonic() - started, 2)}
+        generated = json.loads((out / "images" / "results.json").read_text(encoding="utf-8"))
+        started = time.monotonic()
+        judging = JudgeRunner(judge, kind, concurrency=settings.judge.concurrency, explanations=explanations_of(items))
+        with progress("judge", len(generated)) as reporter:
+            judging.on_item = reporter.update
+            judged = await judging.run(generated, out / "images" / "results.json", out / "results_eval.json")
+        costs["judge"] = {**judge.costs(), "seconds": round(time.monotonic() - started, 2)}
+    finally:
+        await generator.aclose()
+        await judge.aclose()
+        if judge.cache is not None:
+            judge.cache.close()
+    tables = score_tables(kind, judged)
+    write_json_atomic(out / "scores.json", tables)
+    write_json_atomic(out / "costs.json", costs)
+    from gensearcher.evaluate.report import write_report
+
+    write_report(out, tables, judged, title=f"{benchmark}{' (baseline)' if baseline else ''}")
+    return {"scores": tables.get("overall"), "costs": costs, "out": str(out)}
+
+
+def score_tables(kind: Kind, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    items = item_results(rows)
+    if kind == "knowgen":
+        return {"benchmark": "knowgen", **knowgen_tables(items)}
+    return {"benchmark": kind, **wise_tables(items, "legacy" if kind == "wise-legacy" else "verified")}
+
+
+async def _research(settings: Settings, items: list[EvalItem], out: Path, concurrency: int, progress: Progress,
+                    system_prompt_file: Path | None, costs: dict[str, Any], build_agent: Any) -> tuple[list[dict[str, Any]], Path]:
+    from gensearcher.agent import BatchRunner
+
+    started = time.monotonic()
+    agent, tools = build_agent(settings, out, system_prompt_file, max_connections=max(concurrency, 1))
+    try:
+        with progress("research", len(items)) as reporter:
+            runner = BatchRunner(agent, out, concurrency=concurrency, resume=True, on_item=reporter.update)
+            summary = await runner.run([item.task() for item in items])
+    finally:
+        await agent.policy.aclose()
+        await tools.aclose()
+    trajectories = [json.loads(p.read_text(encoding="utf-8")) for p in (out / "trajectories").glob("*.json")]
+    costs["research"] = {"items": summary.total, "researched_now": summary.ran, "terminations": summary.terminations,
+                         "policy_calls": sum(len(t["steps"]) for t in trajectories),
+                         "prompt_tokens": sum(t["usage"]["prompt_tokens"] for t in trajectories),
+                         "completion_tokens": sum(t["usage"]["completion_tokens"] for t in trajectories),
+                         "tool_calls": sum(1 for t in trajectories for s in t["steps"] if s["tool_call"]),
+                         "seconds": round(time.monotonic() - started, 2)}
+    return json.loads((out / "results.json").read_text(encoding="utf-8")), out / "results.json"
