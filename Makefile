@@ -31,6 +31,7 @@ bench: install
 	$(PY) benchmarks/browse_extraction.py
 	$(PY) benchmarks/replay_batch.py
 	$(PY) benchmarks/generator_server.py
+	$(PY) benchmarks/judge_throughput.py
 	@echo "benchmarks/gpu_generate.py needs a GPU: run it there (--tiny checks it on CPU)"
 
 clean:

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from gensearcher._concurrency import gather_or_cancel
 from gensearcher._files import write_atomic
 from gensearcher.agent.loop import Agent
 from gensearcher.agent.trajectory import Task, Trajectory
@@ -173,7 +174,7 @@ class BatchRunner:
 
         if not todo:
             self._write_results(results_path, order, rows)
-        await asyncio.gather(*(one(task) for task in todo))
+        await gather_or_cancel(one(task) for task in todo)
         terminations: dict[str, int] = {}
         for text in rows.values():
             key = json.loads(text)["termination"]

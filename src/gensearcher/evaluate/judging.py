@@ -3,18 +3,21 @@
 Input rows: `{id, success, prompt, meta, output_path, gt_image}` (paths relative to the input file work).
 Output rows: the input row plus `eval_success` and `scores` (`rationale`, the dimensions, `overall`,
 `text_accuracy_na`) or `scores: null` and `error`; the judge's raw answer under `judge_raw`; then the
-summary rows `{summary_type, avg_scores, count}` of the reference format. Written atomically after every
-item; a rerun keeps every row that has scores (and the judge cache answers the rest it has seen).
+summary rows `{summary_type, avg_scores, count}` of the reference format. The file is rewritten atomically
+at most once a second and at the end: the judge's cache, written as each answer arrives, is what makes a
+rerun skip finished judgements, so rewriting a large file after every item would only cost time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gensearcher._concurrency import gather_or_cancel
 from gensearcher._files import write_atomic
 from gensearcher.errors import UserError
 from gensearcher.evaluate.data import EvalItem
@@ -22,6 +25,7 @@ from gensearcher.evaluate.judge import Judge, JudgeError, Kind
 from gensearcher.evaluate.scores import GROUPS, ItemResult, knowgen_aggregate
 
 SUMMARY_KEY = "summary_type"
+WRITE_EVERY_S = 1.0
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
@@ -52,20 +56,25 @@ class JudgeRunner:
         order = [str(row["id"]) for row in rows]
         lock, limit, finished = asyncio.Lock(), asyncio.Semaphore(self.concurrency), len(done)
         todo = [row for row in rows if str(row["id"]) not in done]
+        last_write = 0.0
 
         async def one(row: dict[str, Any]) -> None:
-            nonlocal finished
+            nonlocal finished, last_write
             async with limit:
                 judged = await self._judge_row(row, source.parent)
             async with lock:
                 done[str(row["id"])] = judged
-                self._write(out, order, done)
+                if time.monotonic() - last_write >= WRITE_EVERY_S:
+                    self._write(out, order, done)
+                    last_write = time.monotonic()
                 finished += 1
                 if self.on_item:
                     self.on_item(judged, finished, len(rows))
 
-        await asyncio.gather(*(one(row) for row in todo))
-        self._write(out, order, done)
+        try:
+            await gather_or_cancel(one(row) for row in todo)
+        finally:
+            self._write(out, order, done)  # also when interrupted: keep what was judged
         return [done[key] for key in order if key in done]
 
     async def _judge_row(self, row: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from gensearcher._concurrency import gather_or_cancel
 from gensearcher._files import write_atomic
 from gensearcher.agent.batch import trajectory_filename
 from gensearcher.errors import GenerationError, UserError
@@ -131,7 +132,7 @@ class GenerateRunner:
                     self.on_item(result, finished, len(rows))
 
         self._write(results_path, order, done)
-        await asyncio.gather(*(one(row) for row in todo))
+        await gather_or_cancel(one(row) for row in todo)
         succeeded = sum(1 for row in done.values() if row.get("success"))
         return GenerateSummary(total=len(rows), skipped=len(rows) - len(todo), succeeded=succeeded,
                                failed=len(done) - succeeded, results_path=str(results_path))

@@ -123,6 +123,8 @@ class PipelineSet:
                     "guidance_scale": params.get("guidance_scale")}
         if "true_cfg_scale" not in accepted and optional["guidance_scale"] is None:
             optional["guidance_scale"] = params.get("true_cfg_scale")  # FLUX, SD3: one guidance knob
+        if not getattr(getattr(pipe, "transformer", None), "config", {}).get("guidance_embeds", True):
+            optional["guidance_scale"] = None  # not guidance-distilled: the pipeline would ignore it (with a warning)
         kwargs.update({key: value for key, value in optional.items() if value is not None and key in accepted})
         with torch.inference_mode():
             output = pipe(**kwargs)
