@@ -364,7 +364,7 @@ def serve(
 
 def _eval_command(benchmark: str, items: Any, settings: Any, out: Path, *, baseline: bool, limit: int | None,
                   categories: str | None, research_concurrency: int, generate_concurrency: int, rubric_file: Path | None,
-                  system_prompt_file: Path | None, progress: bool) -> int:
+                  system_prompt_file: Path | None, progress: bool, judge_concurrency: int | None = None) -> int:
     from gensearcher.evaluate.judge import load_rubric_file
     from gensearcher.evaluate.pipeline import run_eval
 
@@ -375,6 +375,8 @@ def _eval_command(benchmark: str, items: Any, settings: Any, out: Path, *, basel
         items = items[:limit]
     if not items:
         raise UserError("no items left after --categories / --limit")
+    if judge_concurrency is not None:
+        settings.judge.concurrency = judge_concurrency
     report = asyncio.run(run_eval(settings, benchmark, items, out, baseline=baseline,  # type: ignore[arg-type]
                                   research_concurrency=research_concurrency, generate_concurrency=generate_concurrency,
                                   progress=lambda stage, total: _ProgressReporter(total, enabled=progress, label=stage),
@@ -389,6 +391,7 @@ Limit = Annotated[int | None, typer.Option(help="Only the first N items.")]
 Categories = Annotated[str | None, typer.Option(help="Comma-separated categories to keep.")]
 ResearchN = Annotated[int, typer.Option(help="Research trajectories in flight.")]
 GenerateN = Annotated[int, typer.Option(help="Images in flight.")]
+JudgeN = Annotated[int | None, typer.Option(help="Judge calls in flight (default: GENSEARCHER_JUDGE_CONCURRENCY).")]
 RubricFile = Annotated[Path | None, typer.Option(help="Replace the judge rubric (e.g. the original, from your copy).")]
 SystemPrompt = Annotated[Path | None, typer.Option(help="Replace the agent's system prompt.")]
 ProgressFlag = Annotated[bool, typer.Option(help="Show progress.")]
@@ -397,8 +400,9 @@ ProgressFlag = Annotated[bool, typer.Option(help="Show progress.")]
 @eval_app.command("knowgen")
 def eval_knowgen(data: Annotated[Path, typer.Option("--data", help="KnowGen-Bench.json")], out: EvalOut,
                  baseline: Baseline = False, limit: Limit = None, categories: Categories = None,
-                 research_concurrency: ResearchN = 8, generate_concurrency: GenerateN = 1, rubric_file: RubricFile = None,
-                 system_prompt_file: SystemPrompt = None, config: ConfigFile = None, progress: ProgressFlag = True) -> None:
+                 research_concurrency: ResearchN = 8, generate_concurrency: GenerateN = 1, judge_concurrency: JudgeN = None,
+                 rubric_file: RubricFile = None, system_prompt_file: SystemPrompt = None, config: ConfigFile = None,
+                 progress: ProgressFlag = True) -> None:
     """KnowGen: K-Score per group, category and difficulty, reference and strict."""
 
     def body() -> int:
@@ -408,7 +412,8 @@ def eval_knowgen(data: Annotated[Path, typer.Option("--data", help="KnowGen-Benc
         return _eval_command("knowgen", load_knowgen(data), load_settings(config_file=config), out, baseline=baseline,
                              limit=limit, categories=categories, research_concurrency=research_concurrency,
                              generate_concurrency=generate_concurrency, rubric_file=rubric_file,
-                             system_prompt_file=system_prompt_file, progress=progress)
+                             system_prompt_file=system_prompt_file, progress=progress,
+                             judge_concurrency=judge_concurrency)
 
     raise typer.Exit(_guarded(body))
 
@@ -417,8 +422,9 @@ def eval_knowgen(data: Annotated[Path, typer.Option("--data", help="KnowGen-Benc
 def eval_wise(data: Annotated[Path, typer.Option("--data", help="A WISE json file or folder.")], out: EvalOut,
               version: Annotated[str, typer.Option(help="verified or legacy")] = "verified",
               baseline: Baseline = False, limit: Limit = None, categories: Categories = None,
-              research_concurrency: ResearchN = 8, generate_concurrency: GenerateN = 1, rubric_file: RubricFile = None,
-              system_prompt_file: SystemPrompt = None, config: ConfigFile = None, progress: ProgressFlag = True) -> None:
+              research_concurrency: ResearchN = 8, generate_concurrency: GenerateN = 1, judge_concurrency: JudgeN = None,
+              rubric_file: RubricFile = None, system_prompt_file: SystemPrompt = None, config: ConfigFile = None,
+              progress: ProgressFlag = True) -> None:
     """WISE (verified or legacy): per area and overall with the version's weights. The agent never sees Explanation."""
 
     def body() -> int:
@@ -430,7 +436,8 @@ def eval_wise(data: Annotated[Path, typer.Option("--data", help="A WISE json fil
         return _eval_command(f"wise-{version}", load_wise(data, version), load_settings(config_file=config), out,  # type: ignore[arg-type]
                              baseline=baseline, limit=limit, categories=categories,
                              research_concurrency=research_concurrency, generate_concurrency=generate_concurrency,
-                             rubric_file=rubric_file, system_prompt_file=system_prompt_file, progress=progress)
+                             rubric_file=rubric_file, system_prompt_file=system_prompt_file, progress=progress,
+                             judge_concurrency=judge_concurrency)
 
     raise typer.Exit(_guarded(body))
 
@@ -438,8 +445,9 @@ def eval_wise(data: Annotated[Path, typer.Option("--data", help="A WISE json fil
 @eval_app.command("custom")
 def eval_custom(data: Annotated[Path, typer.Option("--data", help="JSON/JSONL of prompts with gt_image or explanation.")],
                 out: EvalOut, baseline: Baseline = False, limit: Limit = None, categories: Categories = None,
-                research_concurrency: ResearchN = 8, generate_concurrency: GenerateN = 1, rubric_file: RubricFile = None,
-                system_prompt_file: SystemPrompt = None, config: ConfigFile = None, progress: ProgressFlag = True) -> None:
+                research_concurrency: ResearchN = 8, generate_concurrency: GenerateN = 1, judge_concurrency: JudgeN = None,
+                rubric_file: RubricFile = None, system_prompt_file: SystemPrompt = None, config: ConfigFile = None,
+                progress: ProgressFlag = True) -> None:
     """Your own prompts: judged like KnowGen (with gt_image) or like WISE (with explanation)."""
 
     def body() -> int:
@@ -449,7 +457,8 @@ def eval_custom(data: Annotated[Path, typer.Option("--data", help="JSON/JSONL of
         return _eval_command("custom", load_custom(data), load_settings(config_file=config), out, baseline=baseline,
                              limit=limit, categories=categories, research_concurrency=research_concurrency,
                              generate_concurrency=generate_concurrency, rubric_file=rubric_file,
-                             system_prompt_file=system_prompt_file, progress=progress)
+                             system_prompt_file=system_prompt_file, progress=progress,
+                             judge_concurrency=judge_concurrency)
 
     raise typer.Exit(_guarded(body))
 

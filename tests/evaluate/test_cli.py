@@ -67,3 +67,29 @@ def test_wise_explanations_never_reach_the_agent(tmp_path):
     tasks = [item.task().model_dump_json() for item in items]
     assert all("SECRET-GUIDE" not in task for task in tasks)
     assert all(item.explanation.startswith("SECRET-GUIDE") for item in items)
+
+
+def test_judge_wise_verified_uses_the_explanations(tmp_path):
+    data = [{"Prompt": "A candle in space", "Explanation": "no flame, a faint sphere", "Category": "Chemistry",
+             "Subcategory": "", "prompt_id": 881},
+            {"Prompt": "Mooncakes", "Explanation": "round cakes with a pattern", "Category": "Cultural knowledge",
+             "Subcategory": "Festival", "prompt_id": 12}]
+    (tmp_path / "wise.json").write_text(json.dumps(data))
+    make_image(tmp_path / "881.png")
+    make_image(tmp_path / "12.png")
+    rows = [{"id": d["prompt_id"], "success": True, "prompt": d["Prompt"], "meta": {"category": d["Category"]},
+             "output_path": f"{d['prompt_id']}.png"} for d in data]
+    (tmp_path / "results.json").write_text(json.dumps(rows))
+
+    def verdict(body):
+        text = body["messages"][-1]["content"][-1]["text"]
+        return '{"score": 1, "rationale": "ok"}' if "no flame" in text else '{"score": 0, "rationale": "no"}'
+
+    with ScriptedPolicyServer(verdict) as judge:
+        env = {"GENSEARCHER_JUDGE_BASE_URL": judge.base_url, "GENSEARCHER_CACHE_DIR": str(tmp_path / "cache")}
+        result = run("judge", "--results", "results.json", "--out", "eval/results_eval.json", "--benchmark",
+                     "wise-verified", "--data", "wise.json", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
+    assert scores["areas"]["chemistry"]["reference"] == 1.0 and scores["areas"]["culture"]["reference"] == 0.0
+    assert scores["overall"]["reference"] == 0.12  # 0.40 x 0 (culture) + 0.12 x 1 (chemistry)
