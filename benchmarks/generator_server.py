@@ -15,16 +15,15 @@ import asyncio
 import base64
 import io
 import json
-import statistics
-import tempfile
-import time
-from pathlib import Path
-
 import os
 import socket
+import statistics
 import subprocess
 import sys
+import tempfile
+import time
 import urllib.request
+from pathlib import Path
 
 import aiohttp
 

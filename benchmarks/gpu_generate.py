@@ -56,12 +56,13 @@ def main() -> dict[str, object]:
         mask = torch.ones(batch, args.text_tokens, device=device, dtype=torch.long)
         shapes = [[(1, side, side)]] * batch
 
-        def step(t: float) -> torch.Tensor:
+        inputs = {"hidden_states": latents, "encoder_hidden_states": text, "encoder_hidden_states_mask": mask,
+                  "img_shapes": shapes, "return_dict": False}
+
+        def step(t: float, inputs: dict = inputs, batch: int = batch) -> torch.Tensor:
             timestep = torch.full((batch,), t, device=device, dtype=dtype)
-            cond = model(hidden_states=latents, encoder_hidden_states=text, encoder_hidden_states_mask=mask,
-                         timestep=timestep, img_shapes=shapes, return_dict=False)[0]
-            uncond = model(hidden_states=latents, encoder_hidden_states=text, encoder_hidden_states_mask=mask,
-                           timestep=timestep, img_shapes=shapes, return_dict=False)[0]
+            cond = model(timestep=timestep, **inputs)[0]
+            uncond = model(timestep=timestep, **inputs)[0]  # true CFG: a second pass (same inputs here)
             return uncond + 4.0 * (cond - uncond)
 
         with torch.inference_mode():

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import random
 import time
 from typing import Any
 
 import aiohttp
 
-from gensearcher.errors import GenerationError
+from gensearcher._http import backoff, error_message, retry_after_seconds
+from gensearcher.errors import ConfigError, GenerationError
 from gensearcher.images import sniff_image_type
 from gensearcher.web import Fetcher, FetchError
 
@@ -53,7 +53,7 @@ class ApiClient:
                 async with self._client().post(url, json=json_body, data=data,
                                                timeout=aiohttp.ClientTimeout(total=remaining)) as response:
                     status, raw = response.status, await response.read()
-                    retry_after = _seconds(response.headers.get("retry-after"))
+                    retry_after = retry_after_seconds(response.headers.get("retry-after"))
             except TimeoutError:
                 raise GenerationError(f"no answer from {_host(url)} within {self.timeout_s:g} s") from None
             except aiohttp.ClientError as exc:
@@ -66,7 +66,7 @@ class ApiClient:
             problem = f"{_host(url)} answered " + (f"HTTP {status}: {error_message(raw)}" if status else raw.decode())
             if (status not in _RETRY and status != 0) or attempt > self.max_retries:
                 raise GenerationError(problem)
-            delay = retry_after if retry_after is not None else min(20.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.75, 1.25)
+            delay = retry_after if retry_after is not None else backoff(attempt, cap=20.0)
             if time.monotonic() + delay >= deadline:
                 raise GenerationError(problem)
             await asyncio.sleep(delay)
@@ -98,25 +98,6 @@ def _checked(data: bytes) -> bytes:
     return data
 
 
-def error_message(raw: bytes) -> str:
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        return raw[:200].decode("utf-8", "replace")
-    error = payload.get("error", payload) if isinstance(payload, dict) else payload
-    if isinstance(error, dict):
-        code = error.get("code") or error.get("status") or ""
-        return f"{error.get('message', '')}" + (f" ({code})" if code else "")
-    return str(error)[:200]
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return max(0.0, min(60.0, float(value))) if value else None
-    except ValueError:
-        return None
-
-
 def _host(url: str) -> str:
     from urllib.parse import urlsplit
 
@@ -135,3 +116,28 @@ def data_url_of(path: str) -> tuple[str, bytes, str]:
         raise GenerationError(f"reference image {path} is not an image")
     mime = f"image/{kind}"
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii"), data, mime
+
+
+class ApiGenerator:
+    """What the vendor backends share: endpoint, model, reference cap, the client. Subclasses set `name`,
+    `DEFAULT_BASE`, `DEFAULT_MODEL`, and `auth_headers` when the vendor does not use a bearer token."""
+
+    name = "api"
+    DEFAULT_BASE = ""
+    DEFAULT_MODEL = ""
+
+    def __init__(self, config: Any, *, max_references: int, fetcher: Fetcher | None = None):
+        if config.api_key is None:
+            raise ConfigError(f"GENSEARCHER_GENERATOR_API_KEY is not set (the {self.name} API key).")
+        self.base = (config.api_base_url or self.DEFAULT_BASE).rstrip("/")
+        self.model = config.api_model or self.DEFAULT_MODEL
+        self.max_references = max_references
+        self.api = ApiClient(headers=self.auth_headers(config.api_key.get_secret_value()), timeout_s=config.timeout_s,
+                             max_retries=config.max_retries, fetcher=fetcher)
+
+    @staticmethod
+    def auth_headers(key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
+
+    async def aclose(self) -> None:
+        await self.api.aclose()

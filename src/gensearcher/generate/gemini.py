@@ -7,27 +7,23 @@ import base64
 import time
 from typing import Any
 
-from gensearcher.config import GeneratorConfig
 from gensearcher.errors import GenerationError
-from gensearcher.generate._api import ApiClient, data_url_of
+from gensearcher.generate._api import ApiGenerator, data_url_of
 from gensearcher.generate.base import GenerationRequest, GenerationResult, image_info, split_references
-from gensearcher.web import Fetcher
 
 DEFAULT_BASE = "https://generativelanguage.googleapis.com/v1beta"
 DEFAULT_MODEL = "gemini-3-pro-image-preview"
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 
 
-class GeminiGenerator:
+class GeminiGenerator(ApiGenerator):
     name = "gemini"
+    DEFAULT_BASE = DEFAULT_BASE
+    DEFAULT_MODEL = DEFAULT_MODEL
 
-    def __init__(self, config: GeneratorConfig, *, max_references: int = 14, fetcher: Fetcher | None = None):
-        assert config.api_key is not None
-        self.base = (config.api_base_url or DEFAULT_BASE).rstrip("/")
-        self.model = config.api_model or DEFAULT_MODEL
-        self.max_references = max_references
-        self.api = ApiClient(headers={"x-goog-api-key": config.api_key.get_secret_value()},
-                             timeout_s=config.timeout_s, max_retries=config.max_retries, fetcher=fetcher)
+    @staticmethod
+    def auth_headers(key: str) -> dict[str, str]:
+        return {"x-goog-api-key": key}
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         kept, dropped = split_references(request, self.max_references)
@@ -47,9 +43,6 @@ class GeminiGenerator:
                                 used_images=kept, dropped_references=dropped,
                                 parameters={"model": self.model, **generation.get("imageConfig", {})},
                                 seconds=time.monotonic() - started)
-
-    async def aclose(self) -> None:
-        await self.api.aclose()
 
 
 def nearest_ratio(width: int, height: int) -> str:

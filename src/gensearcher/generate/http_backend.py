@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from gensearcher._http import backoff
 from gensearcher.config import GeneratorConfig
 from gensearcher.errors import GenerationError
 from gensearcher.generate.base import GenerationRequest, GenerationResult, image_info, split_references
@@ -86,7 +87,7 @@ class HttpGenerator:
             except _Retryable as exc:
                 problem = str(exc)
                 server.down_until = time.monotonic() + COOLDOWN_S
-                delay = min(10.0, 0.5 * 2**attempt) * random.uniform(0.75, 1.25)
+                delay = backoff(attempt + 1, cap=10.0)
                 if time.monotonic() + delay >= deadline:
                     break
                 await asyncio.sleep(delay)

@@ -6,25 +6,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gensearcher.config import GeneratorConfig
-from gensearcher.generate._api import ApiClient, data_url_of
+from gensearcher.generate._api import ApiGenerator, data_url_of
 from gensearcher.generate.base import GenerationRequest, GenerationResult, image_info, split_references
-from gensearcher.web import Fetcher
 
 DEFAULT_BASE = "https://ark.cn-beijing.volces.com/api/v3"
 DEFAULT_MODEL = "doubao-seedream-4-5-251128"
 
 
-class SeedreamGenerator:
+class SeedreamGenerator(ApiGenerator):
     name = "seedream"
-
-    def __init__(self, config: GeneratorConfig, *, max_references: int = 10, fetcher: Fetcher | None = None):
-        assert config.api_key is not None
-        self.base = (config.api_base_url or DEFAULT_BASE).rstrip("/")
-        self.model = config.api_model or DEFAULT_MODEL
-        self.max_references = max_references
-        self.api = ApiClient(headers={"authorization": f"Bearer {config.api_key.get_secret_value()}"},
-                             timeout_s=config.timeout_s, max_retries=config.max_retries, fetcher=fetcher)
+    DEFAULT_BASE = DEFAULT_BASE
+    DEFAULT_MODEL = DEFAULT_MODEL
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         kept, dropped = split_references(request, self.max_references)
@@ -42,6 +34,3 @@ class SeedreamGenerator:
                                 used_images=kept, dropped_references=dropped,
                                 parameters={"size": size, "model": self.model, "seed": request.seed},
                                 seconds=time.monotonic() - started)
-
-    async def aclose(self) -> None:
-        await self.api.aclose()

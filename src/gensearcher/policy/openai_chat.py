@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import random
 import re
 import time
 from collections import OrderedDict
@@ -20,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from gensearcher._http import backoff, error_message, retry_after_seconds
 from gensearcher.config import PolicyConfig
 from gensearcher.errors import ContextLengthExceeded, PolicyError
 from gensearcher.messages import ImageRef, Message
@@ -71,7 +71,7 @@ class OpenAIChatPolicy:
                 problem.latency_s = time.monotonic() - started
                 problem.attempts = attempt
                 return problem
-            delay = retry_after if retry_after is not None else _backoff(attempt)
+            delay = retry_after if retry_after is not None else backoff(attempt)
             remaining = deadline - time.monotonic()
             if attempt > self.config.max_retries or remaining <= delay:
                 raise PolicyError(f"policy endpoint failed after {attempt} attempt(s): {problem}")
@@ -91,9 +91,9 @@ class OpenAIChatPolicy:
         except (TimeoutError, aiohttp.ClientError) as exc:
             return None, f"{type(exc).__name__} talking to {self.config.base_url}"
         if status in _RETRY_STATUS:
-            return _retry_after(headers.get("retry-after")), f"HTTP {status}: {_error_message(raw)}"
+            return retry_after_seconds(headers.get("retry-after")), f"HTTP {status}: {error_message(raw)}"
         if status >= 400:
-            message = _error_message(raw)
+            message = error_message(raw)
             if status == 400 and _CONTEXT_ERROR.search(message):
                 raise ContextLengthExceeded(message)
             raise PolicyError(f"policy endpoint answered HTTP {status}: {message}")
@@ -178,30 +178,3 @@ def _parse_response(payload: dict[str, Any]) -> PolicyResponse:
         completion_token_ids=choice.get("token_ids"),
         completion_logprobs=logprobs,
     )
-
-
-def _backoff(attempt: int) -> float:
-    """Exponential backoff with jitter: about 0.5, 1, 2, 4 ... seconds, at most 30."""
-    return min(30.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.75, 1.25)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, min(60.0, float(value)))
-    except ValueError:
-        return None
-
-
-def _error_message(raw: bytes) -> str:
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        return raw[:300].decode("utf-8", "replace")
-    if isinstance(payload, dict):
-        error = payload.get("error", payload)
-        if isinstance(error, dict):
-            return str(error.get("message", error))[:300]
-        return str(error)[:300]
-    return str(payload)[:300]

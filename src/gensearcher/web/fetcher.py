@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import random
 import socket
 import time
 from collections.abc import Iterable
@@ -30,6 +29,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from pydantic import BaseModel
 
+from gensearcher._http import backoff, retry_after_seconds
 from gensearcher.config import FetchConfig
 from gensearcher.errors import ToolError
 
@@ -163,14 +163,14 @@ class Fetcher:
             except FetchError as exc:
                 if exc.reason != "connection" or attempt > self.config.max_retries:
                     raise
-                delay = _backoff(attempt)
+                delay = backoff(attempt, base=0.25, cap=10.0)
             else:
                 if 200 <= result.status < 300 or result.status in accept:
                     return result
                 retry_after = result.status in _RETRY_STATUS and attempt <= self.config.max_retries
                 if not retry_after:
                     raise FetchError("http_status", f"{_short(result.url)} answered HTTP {result.status}", status=result.status)
-                delay = result.retry_after if result.retry_after is not None else _backoff(attempt)
+                delay = result.retry_after if result.retry_after is not None else backoff(attempt, base=0.25, cap=10.0)
             if time.monotonic() + delay >= deadline:
                 raise FetchError("timeout", f"{_short(url)}: no time left to retry")
             await asyncio.sleep(delay)
@@ -192,7 +192,7 @@ class Fetcher:
                 continue
             content_type = response_headers.get("content-type", "").split(";")[0].strip().lower()
             return FetchResult(url=current, status=status, content_type=content_type, body=body, redirects=redirects,
-                               retry_after=_parse_retry_after(response_headers.get("retry-after")))
+                               retry_after=retry_after_seconds(response_headers.get("retry-after")))
 
     async def check_destination(self, url: str) -> None:
         """Refuse `url` if it could not be fetched under the address rule, without connecting to it."""
@@ -265,18 +265,6 @@ class Fetcher:
 def _loop_time(deadline: float) -> float:
     """Convert a time.monotonic() deadline to the event loop's clock."""
     return asyncio.get_running_loop().time() + (deadline - time.monotonic())
-
-
-def _backoff(attempt: int) -> float:
-    return min(10.0, 0.25 * 2 ** (attempt - 1)) * random.uniform(0.75, 1.25)
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (the HTTP-date form is rare for APIs; it falls back to our backoff)."""
-    try:
-        return max(0.0, min(60.0, float(value))) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _short(url: str, limit: int = 120) -> str:
