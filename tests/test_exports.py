@@ -4,7 +4,8 @@ import importlib
 
 import pytest
 
-PACKAGES = ["gensearcher", "gensearcher.agent", "gensearcher.policy", "gensearcher.tools", "gensearcher.testing"]
+PACKAGES = ["gensearcher", "gensearcher.agent", "gensearcher.policy", "gensearcher.tools", "gensearcher.testing",
+            "gensearcher.web", "gensearcher.generate", "gensearcher.server", "gensearcher.evaluate"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -1,6 +1,7 @@
 """The research agent: protocol, loop, trajectories and batch runs."""
 
 from gensearcher.agent.batch import BatchRunner, BatchSummary, load_tasks, result_row
+from gensearcher.agent.factory import build_agent
 from gensearcher.agent.loop import Agent
 from gensearcher.agent.prompts import import_reference_prompt, load_system_template, render_system_prompt
 from gensearcher.agent.registry import ImageRegistry, RegisteredImage
@@ -27,6 +28,7 @@ __all__ = [
     "Termination",
     "ToolCallRecord",
     "Trajectory",
+    "build_agent",
     "import_reference_prompt",
     "load_system_template",
     "load_tasks",

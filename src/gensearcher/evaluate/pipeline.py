@@ -45,7 +45,7 @@ def judge_kind(benchmark: Benchmark, items: list[EvalItem]) -> Kind:
 async def run_eval(settings: Settings, benchmark: Benchmark, items: list[EvalItem], out: Path, *, baseline: bool,
                    research_concurrency: int, generate_concurrency: int, progress: Progress,
                    rubric: str | None = None, system_prompt_file: Path | None = None) -> dict[str, Any]:
-    from gensearcher.cli import _build_agent  # the same validated construction as `gensearcher research`
+    from gensearcher.agent.factory import build_agent
     from gensearcher.generate import build_generator
     from gensearcher.generate.base import request_defaults
     from gensearcher.generate.batch import GenerateRunner
@@ -63,7 +63,7 @@ async def run_eval(settings: Settings, benchmark: Benchmark, items: list[EvalIte
             write_json_atomic(source, rows)
         else:
             rows, source = await _research(settings, items, out / "research", research_concurrency, progress,
-                                           system_prompt_file, costs, _build_agent)
+                                           system_prompt_file, costs, build_agent)
         started = time.monotonic()
         runner = GenerateRunner(generator, out / "images", mode="original" if baseline else "grounded",
                                 concurrency=generate_concurrency, resume=True, max_refs=settings.max_refs,

@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from gensearcher.agent.factory import build_agent
 from gensearcher.errors import GenSearcherError, NotBuiltError, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Search-grounded image generation.")
@@ -91,30 +92,12 @@ def research(
     raise typer.Exit(code)
 
 
-def _build_agent(settings: Any, out_dir: Path, system_prompt_file: Path | None, *,
-                 max_connections: int = 256) -> tuple[Any, Any]:
-    """Validate everything, then build the agent and its tools, before any work starts."""
-    from gensearcher.agent import Agent, load_system_template
-    from gensearcher.policy import build_policy
-    from gensearcher.tools import build_tools
-
-    template = load_system_template(system_prompt_file)
-    settings.resolved_policy_backend()
-    tools = build_tools(settings, output_dir=out_dir)
-    image_dir = settings.search.image_dir or out_dir / "images"
-    policy = build_policy(settings, max_connections=max_connections)
-    agent = Agent(policy, tools.toolbox, config=settings.agent, max_refs=settings.max_refs,
-                  max_pixels=settings.policy.max_pixels, image_dir=image_dir / "policy",
-                  system_template=template, record=settings.masked())
-    return agent, tools
-
-
 async def _research_one(settings: Any, prompt: str, out: Path | None, system_prompt_file: Path | None) -> int:
     from gensearcher._files import write_atomic
     from gensearcher.agent import Task
 
     out_dir = out or settings.output_dir / f"research-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    agent, tools = _build_agent(settings, out_dir, system_prompt_file)
+    agent, tools = build_agent(settings, out_dir, system_prompt_file)
     try:
         trajectory = await agent.run(Task(id=0, prompt=prompt))
     finally:
@@ -141,7 +124,7 @@ async def _research_batch(settings: Any, input: Path, out: Path | None, concurre
 
     tasks = load_tasks(input)
     out_dir = out or settings.output_dir / input.stem
-    agent, tools = _build_agent(settings, out_dir, system_prompt_file, max_connections=max(concurrency, 1))
+    agent, tools = build_agent(settings, out_dir, system_prompt_file, max_connections=max(concurrency, 1))
     reporter = _ProgressReporter(len(tasks), enabled=progress)
     runner = BatchRunner(agent, out_dir, concurrency=concurrency, resume=resume, on_item=reporter.update)
     try:
@@ -299,7 +282,7 @@ async def _run_one(settings: Any, generator: Any, prompt: str, out: Path, system
     from gensearcher.errors import GenerationError
     from gensearcher.generate import GenerationRequest
 
-    agent, tools = _build_agent(settings, out, system_prompt_file)
+    agent, tools = build_agent(settings, out, system_prompt_file)
     try:
         trajectory = await agent.run(Task(id=0, prompt=prompt))
     finally:
@@ -362,188 +345,6 @@ def serve(
     raise typer.Exit(_guarded(body))
 
 
-def _eval_command(benchmark: str, items: Any, settings: Any, out: Path, *, baseline: bool, limit: int | None,
-                  categories: str | None, research_concurrency: int, generate_concurrency: int, rubric_file: Path | None,
-                  system_prompt_file: Path | None, progress: bool, judge_concurrency: int | None = None) -> int:
-    from gensearcher.evaluate.judge import load_rubric_file
-    from gensearcher.evaluate.pipeline import run_eval
-
-    if categories:
-        wanted = {c.strip().lower() for c in categories.split(",") if c.strip()}
-        items = [item for item in items if item.category.lower() in wanted]
-    if limit is not None:
-        items = items[:limit]
-    if not items:
-        raise UserError("no items left after --categories / --limit")
-    if judge_concurrency is not None:
-        settings.judge.concurrency = judge_concurrency
-    report = asyncio.run(run_eval(settings, benchmark, items, out, baseline=baseline,  # type: ignore[arg-type]
-                                  research_concurrency=research_concurrency, generate_concurrency=generate_concurrency,
-                                  progress=lambda stage, total: _ProgressReporter(total, enabled=progress, label=stage),
-                                  rubric=load_rubric_file(rubric_file), system_prompt_file=system_prompt_file))
-    typer.echo(json.dumps(report, indent=2, default=str))
-    return 0
-
-
-EvalOut = Annotated[Path, typer.Option("--out", help="Output folder (rerun with the same folder to resume).")]
-Baseline = Annotated[bool, typer.Option("--baseline", help="Render the original prompts, no research (generator alone).")]
-Limit = Annotated[int | None, typer.Option(help="Only the first N items.")]
-Categories = Annotated[str | None, typer.Option(help="Comma-separated categories to keep.")]
-ResearchN = Annotated[int, typer.Option(help="Research trajectories in flight.")]
-GenerateN = Annotated[int, typer.Option(help="Images in flight.")]
-JudgeN = Annotated[int | None, typer.Option(help="Judge calls in flight (default: GENSEARCHER_JUDGE_CONCURRENCY).")]
-RubricFile = Annotated[Path | None, typer.Option(help="Replace the judge rubric (e.g. the original, from your copy).")]
-SystemPrompt = Annotated[Path | None, typer.Option(help="Replace the agent's system prompt.")]
-ProgressFlag = Annotated[bool, typer.Option(help="Show progress.")]
-
-
-@eval_app.command("knowgen")
-def eval_knowgen(data: Annotated[Path, typer.Option("--data", help="KnowGen-Bench.json")], out: EvalOut,
-                 baseline: Baseline = False, limit: Limit = None, categories: Categories = None,
-                 research_concurrency: ResearchN = 8, generate_concurrency: GenerateN = 1, judge_concurrency: JudgeN = None,
-                 rubric_file: RubricFile = None, system_prompt_file: SystemPrompt = None, config: ConfigFile = None,
-                 progress: ProgressFlag = True) -> None:
-    """KnowGen: K-Score per group, category and difficulty, reference and strict."""
-
-    def body() -> int:
-        from gensearcher.config import load_settings
-        from gensearcher.evaluate import load_knowgen
-
-        return _eval_command("knowgen", load_knowgen(data), load_settings(config_file=config), out, baseline=baseline,
-                             limit=limit, categories=categories, research_concurrency=research_concurrency,
-                             generate_concurrency=generate_concurrency, rubric_file=rubric_file,
-                             system_prompt_file=system_prompt_file, progress=progress,
-                             judge_concurrency=judge_concurrency)
-
-    raise typer.Exit(_guarded(body))
-
-
-@eval_app.command("wise")
-def eval_wise(data: Annotated[Path, typer.Option("--data", help="A WISE json file or folder.")], out: EvalOut,
-              version: Annotated[str, typer.Option(help="verified or legacy")] = "verified",
-              baseline: Baseline = False, limit: Limit = None, categories: Categories = None,
-              research_concurrency: ResearchN = 8, generate_concurrency: GenerateN = 1, judge_concurrency: JudgeN = None,
-              rubric_file: RubricFile = None, system_prompt_file: SystemPrompt = None, config: ConfigFile = None,
-              progress: ProgressFlag = True) -> None:
-    """WISE (verified or legacy): per area and overall with the version's weights. The agent never sees Explanation."""
-
-    def body() -> int:
-        from gensearcher.config import load_settings
-        from gensearcher.evaluate import load_wise
-
-        if version not in ("verified", "legacy"):
-            raise UserError("--version must be verified or legacy")
-        return _eval_command(f"wise-{version}", load_wise(data, version), load_settings(config_file=config), out,  # type: ignore[arg-type]
-                             baseline=baseline, limit=limit, categories=categories,
-                             research_concurrency=research_concurrency, generate_concurrency=generate_concurrency,
-                             rubric_file=rubric_file, system_prompt_file=system_prompt_file, progress=progress,
-                             judge_concurrency=judge_concurrency)
-
-    raise typer.Exit(_guarded(body))
-
-
-@eval_app.command("custom")
-def eval_custom(data: Annotated[Path, typer.Option("--data", help="JSON/JSONL of prompts with gt_image or explanation.")],
-                out: EvalOut, baseline: Baseline = False, limit: Limit = None, categories: Categories = None,
-                research_concurrency: ResearchN = 8, generate_concurrency: GenerateN = 1, judge_concurrency: JudgeN = None,
-                rubric_file: RubricFile = None, system_prompt_file: SystemPrompt = None, config: ConfigFile = None,
-                progress: ProgressFlag = True) -> None:
-    """Your own prompts: judged like KnowGen (with gt_image) or like WISE (with explanation)."""
-
-    def body() -> int:
-        from gensearcher.config import load_settings
-        from gensearcher.evaluate import load_custom
-
-        return _eval_command("custom", load_custom(data), load_settings(config_file=config), out, baseline=baseline,
-                             limit=limit, categories=categories, research_concurrency=research_concurrency,
-                             generate_concurrency=generate_concurrency, rubric_file=rubric_file,
-                             system_prompt_file=system_prompt_file, progress=progress,
-                             judge_concurrency=judge_concurrency)
-
-    raise typer.Exit(_guarded(body))
-
-
-@eval_app.command("compare")
-def eval_compare(run_a: Annotated[Path, typer.Argument(help="Eval folder (or results_eval.json) A.")],
-                 run_b: Annotated[Path, typer.Argument(help="Eval folder (or results_eval.json) B.")]) -> None:
-    """Paired comparison: per-item differences, flipped items, and whether B - A is outside the noise."""
-
-    def body() -> int:
-        from gensearcher.evaluate.judging import item_results, load_rows
-        from gensearcher.evaluate.scores import compare, knowgen_overall, wise_area, wise_tables
-
-        def rows_of(path: Path) -> list[dict[str, Any]]:
-            return load_rows(path / "results_eval.json" if path.is_dir() else path)
-
-        a, b = item_results(rows_of(run_a)), item_results(rows_of(run_b))
-        if all(wise_area(item.category) for item in a + b) and not any("faithfulness" in i.scores for i in a + b):
-            version = "legacy" if any("consistency" in i.scores for i in a + b) else "verified"
-
-            def statistic(items: Any) -> float:
-                return 100 * float(wise_tables(items, version, resamples=0)["overall"]["reference"])
-        else:
-            def statistic(items: Any) -> float:
-                return knowgen_overall(items, strict=False)
-
-        typer.echo(json.dumps(compare(a, b, statistic), indent=2))
-        return 0
-
-    raise typer.Exit(_guarded(body))
-
-
-@app.command()
-def judge(
-    results: Annotated[Path, typer.Option("--results", help="A generation results.json (reference format).")],
-    out: Annotated[Path, typer.Option("--out", help="results_eval.json to write (rerun to resume).")],
-    benchmark: Annotated[str, typer.Option(help="knowgen, wise-verified or wise-legacy")] = "knowgen",
-    data: Annotated[Path | None, typer.Option(help="The WISE data (for the explanations).")] = None,
-    rubric_file: RubricFile = None,
-    config: ConfigFile = None,
-    progress: ProgressFlag = True,
-) -> None:
-    """Judge an existing generation output; writes the reference evaluation format plus scores.json beside it."""
-
-    def body() -> int:
-        from gensearcher._files import write_json_atomic
-        from gensearcher.config import load_settings
-        from gensearcher.evaluate import Judge, load_wise
-        from gensearcher.evaluate.judge import load_rubric_file
-        from gensearcher.evaluate.judging import JudgeRunner, explanations_of, load_rows
-        from gensearcher.evaluate.pipeline import score_tables
-        from gensearcher.web import WebCache
-
-        if benchmark not in ("knowgen", "wise-verified", "wise-legacy"):
-            raise UserError("--benchmark must be knowgen, wise-verified or wise-legacy")
-        explanations = {}
-        if benchmark != "knowgen":
-            if data is None:
-                raise UserError("WISE judging needs --data (the explanations)")
-            explanations = explanations_of(load_wise(data, benchmark.removeprefix("wise-")))  # type: ignore[arg-type]
-        settings = load_settings(config_file=config)
-        rows = load_rows(results)
-        rubric = load_rubric_file(rubric_file)
-        judge_ = Judge(settings.judge, cache=WebCache(settings.cache.dir or settings.output_dir / "web-cache"),
-                       image_dir=out.parent / "judge-images", rubrics={benchmark: rubric} if rubric else None)
-        reporter = _ProgressReporter(len(rows), enabled=progress, label="judge")
-
-        async def go() -> list[dict[str, Any]]:
-            runner = JudgeRunner(judge_, benchmark, concurrency=settings.judge.concurrency,  # type: ignore[arg-type]
-                                 explanations=explanations, on_item=reporter.update)
-            try:
-                with reporter:
-                    return await runner.run(rows, results, out)
-            finally:
-                await judge_.aclose()
-
-        judged = asyncio.run(go())
-        tables = score_tables(benchmark, judged)  # type: ignore[arg-type]
-        write_json_atomic(out.with_name("scores.json"), tables)
-        typer.echo(json.dumps({"overall": tables["overall"], "costs": judge_.costs()}, indent=2))
-        return 0
-
-    raise typer.Exit(_guarded(body))
-
-
 @index_app.command("build")
 def index_build(
     folder: Annotated[Path, typer.Argument(help="Documents (.txt .md .html .pdf) and images to index.")],
@@ -601,6 +402,10 @@ def cache_import(
         typer.echo(f"imported {loaded} entries into {cache.root}")
 
     _guarded(body)
+
+
+# Commands that live in their own modules register themselves on `app` when imported.
+from gensearcher.cli import evaluate as _evaluate_commands  # noqa: E402, F401
 
 
 def main() -> int:
