@@ -93,3 +93,16 @@ def test_judge_wise_verified_uses_the_explanations(tmp_path):
     scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
     assert scores["areas"]["chemistry"]["reference"] == 1.0 and scores["areas"]["culture"]["reference"] == 0.0
     assert scores["overall"]["reference"] == 0.12  # 0.40 x 0 (culture) + 0.12 x 1 (chemistry)
+
+
+def test_eval_commands_check_their_input_before_any_work(tmp_path):
+    (tmp_path / "kg.json").write_text(json.dumps([{"id": 1, "prompt": "p", "meta": {"category": "sports"}, "gt_image": "g.png"}]))
+    cases = [
+        (["eval", "knowgen", "--data", "missing.json", "--out", "o"], "benchmark file not found"),
+        (["eval", "knowgen", "--data", "kg.json", "--out", "o", "--categories", "film"], "no items left"),
+        (["eval", "wise", "--data", "kg.json", "--out", "o", "--version", "newest"], "--version must be verified or legacy"),
+        (["eval", "custom", "--data", "kg.json", "--out", "o", "--limit", "0"], "no items left"),
+    ]
+    for args, message in cases:
+        result = run(*args, cwd=tmp_path, env={})
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)

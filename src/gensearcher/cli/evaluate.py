@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,27 +14,36 @@ from gensearcher.cli import ConfigFile, _guarded, _ProgressReporter, app, eval_a
 from gensearcher.errors import UserError
 
 
-def _eval_command(benchmark: str, items: Any, settings: Any, out: Path, *, baseline: bool, limit: int | None,
-                  categories: str | None, research_concurrency: int, generate_concurrency: int, rubric_file: Path | None,
-                  system_prompt_file: Path | None, progress: bool, judge_concurrency: int | None = None) -> int:
-    from gensearcher.evaluate.judge import load_rubric_file
-    from gensearcher.evaluate.pipeline import run_eval
+def _run_eval_command(benchmark: str, load: Callable[[], list[Any]], *, config: Path | None, out: Path,
+                      baseline: bool, limit: int | None, categories: str | None, research_concurrency: int,
+                      generate_concurrency: int, judge_concurrency: int | None, rubric_file: Path | None,
+                      system_prompt_file: Path | None, progress: bool) -> None:
+    """The body every `eval` command shares: load, select, run the pipeline, print the summary."""
 
-    if categories:
-        wanted = {c.strip().lower() for c in categories.split(",") if c.strip()}
-        items = [item for item in items if item.category.lower() in wanted]
-    if limit is not None:
-        items = items[:limit]
-    if not items:
-        raise UserError("no items left after --categories / --limit")
-    if judge_concurrency is not None:
-        settings.judge.concurrency = judge_concurrency
-    report = asyncio.run(run_eval(settings, benchmark, items, out, baseline=baseline,  # type: ignore[arg-type]
-                                  research_concurrency=research_concurrency, generate_concurrency=generate_concurrency,
-                                  progress=lambda stage, total: _ProgressReporter(total, enabled=progress, label=stage),
-                                  rubric=load_rubric_file(rubric_file), system_prompt_file=system_prompt_file))
-    typer.echo(json.dumps(report, indent=2, default=str))
-    return 0
+    def body() -> int:
+        from gensearcher.config import load_settings
+        from gensearcher.evaluate.judge import load_rubric_file
+        from gensearcher.evaluate.pipeline import run_eval
+
+        settings = load_settings(config_file=config)
+        items = load()
+        if categories:
+            wanted = {c.strip().lower() for c in categories.split(",") if c.strip()}
+            items = [item for item in items if item.category.lower() in wanted]
+        if limit is not None:
+            items = items[:limit]
+        if not items:
+            raise UserError("no items left after --categories / --limit")
+        if judge_concurrency is not None:
+            settings.judge.concurrency = judge_concurrency
+        report = asyncio.run(run_eval(settings, benchmark, items, out, baseline=baseline,  # type: ignore[arg-type]
+                                      research_concurrency=research_concurrency, generate_concurrency=generate_concurrency,
+                                      progress=lambda stage, total: _ProgressReporter(total, enabled=progress, label=stage),
+                                      rubric=load_rubric_file(rubric_file), system_prompt_file=system_prompt_file))
+        typer.echo(json.dumps(report, indent=2, default=str))
+        return 0
+
+    raise typer.Exit(_guarded(body))
 
 
 EvalOut = Annotated[Path, typer.Option("--out", help="Output folder (rerun with the same folder to resume).")]
@@ -55,18 +65,12 @@ def eval_knowgen(data: Annotated[Path, typer.Option("--data", help="KnowGen-Benc
                  rubric_file: RubricFile = None, system_prompt_file: SystemPrompt = None, config: ConfigFile = None,
                  progress: ProgressFlag = True) -> None:
     """KnowGen: K-Score per group, category and difficulty, reference and strict."""
+    from gensearcher.evaluate import load_knowgen
 
-    def body() -> int:
-        from gensearcher.config import load_settings
-        from gensearcher.evaluate import load_knowgen
-
-        return _eval_command("knowgen", load_knowgen(data), load_settings(config_file=config), out, baseline=baseline,
-                             limit=limit, categories=categories, research_concurrency=research_concurrency,
-                             generate_concurrency=generate_concurrency, rubric_file=rubric_file,
-                             system_prompt_file=system_prompt_file, progress=progress,
-                             judge_concurrency=judge_concurrency)
-
-    raise typer.Exit(_guarded(body))
+    _run_eval_command("knowgen", lambda: load_knowgen(data), config=config, out=out, baseline=baseline, limit=limit,
+                      categories=categories, research_concurrency=research_concurrency,
+                      generate_concurrency=generate_concurrency, judge_concurrency=judge_concurrency,
+                      rubric_file=rubric_file, system_prompt_file=system_prompt_file, progress=progress)
 
 
 @eval_app.command("wise")
@@ -77,20 +81,17 @@ def eval_wise(data: Annotated[Path, typer.Option("--data", help="A WISE json fil
               rubric_file: RubricFile = None, system_prompt_file: SystemPrompt = None, config: ConfigFile = None,
               progress: ProgressFlag = True) -> None:
     """WISE (verified or legacy): per area and overall with the version's weights. The agent never sees Explanation."""
+    from gensearcher.evaluate import load_wise
 
-    def body() -> int:
-        from gensearcher.config import load_settings
-        from gensearcher.evaluate import load_wise
-
+    def load() -> list[Any]:
         if version not in ("verified", "legacy"):
             raise UserError("--version must be verified or legacy")
-        return _eval_command(f"wise-{version}", load_wise(data, version), load_settings(config_file=config), out,  # type: ignore[arg-type]
-                             baseline=baseline, limit=limit, categories=categories,
-                             research_concurrency=research_concurrency, generate_concurrency=generate_concurrency,
-                             rubric_file=rubric_file, system_prompt_file=system_prompt_file, progress=progress,
-                             judge_concurrency=judge_concurrency)
+        return load_wise(data, version)  # type: ignore[arg-type]
 
-    raise typer.Exit(_guarded(body))
+    _run_eval_command(f"wise-{version}", load, config=config, out=out, baseline=baseline, limit=limit,
+                      categories=categories, research_concurrency=research_concurrency,
+                      generate_concurrency=generate_concurrency, judge_concurrency=judge_concurrency,
+                      rubric_file=rubric_file, system_prompt_file=system_prompt_file, progress=progress)
 
 
 @eval_app.command("custom")
@@ -100,18 +101,12 @@ def eval_custom(data: Annotated[Path, typer.Option("--data", help="JSON/JSONL of
                 rubric_file: RubricFile = None, system_prompt_file: SystemPrompt = None, config: ConfigFile = None,
                 progress: ProgressFlag = True) -> None:
     """Your own prompts: judged like KnowGen (with gt_image) or like WISE (with explanation)."""
+    from gensearcher.evaluate import load_custom
 
-    def body() -> int:
-        from gensearcher.config import load_settings
-        from gensearcher.evaluate import load_custom
-
-        return _eval_command("custom", load_custom(data), load_settings(config_file=config), out, baseline=baseline,
-                             limit=limit, categories=categories, research_concurrency=research_concurrency,
-                             generate_concurrency=generate_concurrency, rubric_file=rubric_file,
-                             system_prompt_file=system_prompt_file, progress=progress,
-                             judge_concurrency=judge_concurrency)
-
-    raise typer.Exit(_guarded(body))
+    _run_eval_command("custom", lambda: load_custom(data), config=config, out=out, baseline=baseline, limit=limit,
+                      categories=categories, research_concurrency=research_concurrency,
+                      generate_concurrency=generate_concurrency, judge_concurrency=judge_concurrency,
+                      rubric_file=rubric_file, system_prompt_file=system_prompt_file, progress=progress)
 
 
 @eval_app.command("compare")

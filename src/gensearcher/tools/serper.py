@@ -18,7 +18,9 @@ class SerperBackend:
         self.search_url = search_url
         self.images_url = images_url
 
-    async def _post(self, url: str, namespace: str, query: str, num: int, used: list[str]) -> dict[str, Any]:
+    async def _post(self, url: str, namespace: str, query: str, num: int, used: list[str],
+                    results_key: str) -> dict[str, Any]:
+        """The answer of one Serper call; an error answer (even one sent with HTTP 200) raises ToolError."""
         body = {"q": query, "num": num}
         try:
             payload = await self.web.fetch_json(url, namespace=namespace, method="POST", json_body=body,
@@ -29,12 +31,12 @@ class SerperBackend:
             raise
         if not isinstance(payload, dict):
             raise ToolError("Serper sent an unexpected answer")
+        if results_key not in payload and ("message" in payload or "error" in payload):
+            raise ToolError(f"Serper: {payload.get('message') or payload.get('error')}")
         return payload
 
     async def search(self, query: str, top_k: int, used: list[str]) -> list[WebHit]:
-        payload = await self._post(self.search_url, "serper.search", query, top_k, used)
-        if "organic" not in payload and ("message" in payload or "error" in payload):
-            raise ToolError(f"Serper: {payload.get('message') or payload.get('error')}")
+        payload = await self._post(self.search_url, "serper.search", query, top_k, used, "organic")
         hits = []
         for item in payload.get("organic") or []:
             if isinstance(item, dict) and item.get("link"):
@@ -43,9 +45,7 @@ class SerperBackend:
         return hits[:top_k]
 
     async def images(self, query: str, count: int, used: list[str]) -> list[ImageCandidate]:
-        payload = await self._post(self.images_url, "serper.images", query, count, used)
-        if "images" not in payload and ("message" in payload or "error" in payload):
-            raise ToolError(f"Serper: {payload.get('message') or payload.get('error')}")
+        payload = await self._post(self.images_url, "serper.images", query, count, used, "images")
         candidates = []
         for item in payload.get("images") or []:
             if not isinstance(item, dict):
