@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from gensearcher.config import JudgeConfig
-from gensearcher.evaluate import Judge, JudgeError
+from gensearcher.judge import Judge, JudgeError
 from gensearcher.testing import Reply, ScriptedPolicyServer
 from gensearcher.web import WebCache
 from tests.conftest import make_image

@@ -2,9 +2,10 @@
 
 import pytest
 
-from gensearcher.evaluate import ItemResult, compare, knowgen_tables, parse_judgement, wise_tables
-from gensearcher.evaluate.judge import snap
-from gensearcher.evaluate.judging import reference_summary_rows
+from gensearcher.evaluate import ItemResult, compare, knowgen_tables, wise_tables
+from gensearcher.judge import parse_judgement
+from gensearcher.judge.judge import snap
+from gensearcher.evaluate.runner import reference_summary_rows
 from gensearcher.evaluate.scores import knowgen_aggregate, knowgen_overall
 
 

@@ -22,7 +22,7 @@ def _run_eval_command(benchmark: str, load: Callable[[], list[Any]], *, config: 
 
     def body() -> int:
         from gensearcher.config import load_settings
-        from gensearcher.evaluate.judge import load_rubric_file
+        from gensearcher.judge.judge import load_rubric_file
         from gensearcher.evaluate.pipeline import run_eval
 
         settings = load_settings(config_file=config)
@@ -115,7 +115,7 @@ def eval_compare(run_a: Annotated[Path, typer.Argument(help="Eval folder (or res
     """Paired comparison: per-item differences, flipped items, and whether B - A is outside the noise."""
 
     def body() -> int:
-        from gensearcher.evaluate.judging import item_results, load_rows
+        from gensearcher.evaluate.runner import item_results, load_rows
         from gensearcher.evaluate.scores import compare, knowgen_overall, wise_area, wise_tables
 
         def rows_of(path: Path) -> list[dict[str, Any]]:
@@ -152,9 +152,10 @@ def judge(
     def body() -> int:
         from gensearcher._files import write_json_atomic
         from gensearcher.config import load_settings
-        from gensearcher.evaluate import Judge, load_wise
-        from gensearcher.evaluate.judge import load_rubric_file
-        from gensearcher.evaluate.judging import JudgeRunner, explanations_of, load_rows
+        from gensearcher.evaluate import load_wise
+        from gensearcher.judge import Judge
+        from gensearcher.judge.judge import load_rubric_file
+        from gensearcher.evaluate.runner import JudgeRunner, explanations_of, load_rows
         from gensearcher.evaluate.pipeline import score_tables
         from gensearcher.web import WebCache
 

@@ -20,8 +20,8 @@ from typing import Any
 from gensearcher._files import write_json_atomic
 from gensearcher.config import Settings
 from gensearcher.evaluate.data import Benchmark, EvalItem
-from gensearcher.evaluate.judge import Judge, Kind
-from gensearcher.evaluate.judging import JudgeRunner, explanations_of, item_results
+from gensearcher.judge.judge import Judge, Kind
+from gensearcher.evaluate.runner import JudgeRunner, explanations_of, item_results
 from gensearcher.evaluate.scores import knowgen_tables, wise_tables
 from gensearcher.web import WebCache
 

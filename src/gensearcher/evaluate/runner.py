@@ -21,7 +21,7 @@ from gensearcher._concurrency import gather_or_cancel
 from gensearcher._files import write_atomic
 from gensearcher.errors import UserError
 from gensearcher.evaluate.data import EvalItem
-from gensearcher.evaluate.judge import Judge, JudgeError, Kind
+from gensearcher.judge.judge import Judge, JudgeError, Kind
 from gensearcher.evaluate.scores import GROUPS, ItemResult, knowgen_aggregate
 
 SUMMARY_KEY = "summary_type"

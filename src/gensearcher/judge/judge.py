@@ -49,7 +49,7 @@ class JudgeScore(BaseModel):
 
 def default_rubric(kind: Kind) -> str:
     name = {"knowgen": "knowgen", "wise-legacy": "wise_legacy", "wise-verified": "wise_verified", "text": "text_reward"}[kind]
-    return resources.files("gensearcher.evaluate").joinpath(f"rubrics/{name}.md").read_text(encoding="utf-8")
+    return resources.files("gensearcher.judge").joinpath(f"rubrics/{name}.md").read_text(encoding="utf-8")
 
 
 def snap(value: Any, allowed: tuple[float, ...]) -> float:
