@@ -9,15 +9,20 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder, fsync, then rename over `path`."""
+def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write via a temporary file in the same folder, fsync, then rename over `path`.
+
+    The rename alone already protects against a killed process; `fsync=False` skips the flush to disk
+    (which only guards against a power cut) for files that are rewritten often and rebuilt on resume.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,200 @@
+"""Reading and writing the record files: one reader for JSON and JSONL, paths, and a throttled writer.
+
+`read_rows` decides between JSON and JSONL by content, never by file suffix (as the reference does): a
+pretty-printed single object, a JSON array and one object per line all read. `resolve_path` is the one
+rule for relative paths in an input file. `ThrottledWriter` keeps a batch's output file current without
+rewriting it after every item, so bookkeeping costs the same per item at 100 and at 100,000 items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from gensearcher._files import write_atomic
+from gensearcher.errors import GenSearcherError, UserError
+
+RecordT = TypeVar("RecordT", bound=BaseModel)
+
+
+class PathNotFound(GenSearcherError):
+    """A path named in an input file exists in none of the places it may be relative to (an item error)."""
+
+
+def read_rows(path: Path) -> list[Any]:
+    """The items of a JSON file (an array, or one object) or a JSONL file (one value per line).
+
+    Raises UserError naming the file (and the line, for JSONL) when it cannot be read.
+    """
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    stripped = text.strip()
+    if not stripped:
+        raise UserError(f"{path} is empty")
+    try:
+        whole = json.loads(stripped)
+    except json.JSONDecodeError as whole_error:
+        if stripped.startswith("["):
+            raise UserError(f"{path} is not valid JSON: {whole_error}") from None
+        return _read_lines(path, text)
+    return whole if isinstance(whole, list) else [whole]
+
+
+def _read_lines(path: Path, text: str) -> list[Any]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}: line {number} is not valid JSON (read as JSONL): {exc.msg}") from None
+    return rows
+
+
+def validation_message(exc: ValidationError) -> str:
+    """The first problem of a validation error, as `field.sub: message` (never the input value)."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "item"
+    return f"{where}: {first['msg']}"
+
+
+def read_records(path: Path, model: type[RecordT], *, skip: Callable[[dict[str, Any]], bool] | None = None,
+                 default_ids: bool = True) -> list[RecordT]:
+    """Every row of `path` as `model`, in file order. A bad row is a UserError naming its index and field.
+
+    `skip` drops rows before validation (summary rows, pending rows); `default_ids` gives a row without
+    an `id` its index among the rows read, as the reference does. An explicit `"id": null` is an error.
+    """
+    records = []
+    for index, row in enumerate(read_rows(path)):
+        if not isinstance(row, dict):
+            raise UserError(f"{path}: item {index} is not an object")
+        if skip is not None and skip(row):
+            continue
+        if default_ids and "id" not in row:
+            row = {"id": index, **row}
+        if "id" in row and row["id"] is None:
+            raise UserError(f"{path}: item {index}: id is null")
+        try:
+            records.append(model.model_validate(row))
+        except ValidationError as exc:
+            raise UserError(f"{path}: item {index}: {validation_message(exc)}") from None
+    return records
+
+
+def unique_ids(records: Iterable[Any], source: Path) -> None:
+    """Raise UserError on the first id that appears twice (ids compare as strings, like file names)."""
+    seen: set[str] = set()
+    for record in records:
+        key = str(record.id)
+        if key in seen:
+            raise UserError(f"{source}: duplicate id {record.id!r}")
+        seen.add(key)
+
+
+def resolve_path(value: str, source: Path, *, what: str = "file") -> Path:
+    """An existing file named in the input file `source`, as an absolute path.
+
+    A relative path is tried against `source`'s folder, then the working folder, then the folders above
+    `source` (the reference runner writes paths relative to the folder it was started in, which holds
+    its output folder). Raises PathNotFound naming the places tried.
+    """
+    candidate = Path(value).expanduser()
+    if candidate.is_absolute():
+        if candidate.is_file():
+            return candidate
+        raise PathNotFound(f"{what} not found: {value}")
+    base = source.resolve().parent
+    tried = [base, Path.cwd(), *base.parents]
+    for folder in dict.fromkeys(tried):
+        path = folder / candidate
+        if path.is_file():
+            return path.resolve()
+    raise PathNotFound(f"{what} {value!r} not found relative to the input file's folder ({base}) nor the "
+                       f"working folder ({Path.cwd()}), nor the folders above the input file")
+
+
+def resolve_or_keep(value: str | None, source: Path) -> str | None:
+    """`resolve_path` as a string, or the value unchanged when it resolves nowhere (reported later)."""
+    if not value:
+        return value
+    try:
+        return str(resolve_path(value, source))
+    except PathNotFound:
+        return value
+
+
+class ThrottledWriter:
+    """A batch's output file, kept current by rewrites at most every `interval` seconds.
+
+    Rows are held serialised, by key, and written in key order; `render` joins them into the file's bytes.
+    A rewrite runs in a worker thread (never on the event loop) and the next one waits at least ten times
+    as long as the last one took, so a file that has grown large is rewritten less often: the writing
+    costs a bounded share of the run whatever its size. `flush()` writes the final state.
+    """
+
+    def __init__(self, path: Path, order: list[str], render: Callable[[list[str]], bytes], *,
+                 interval: float = 1.0):
+        self.path = path
+        self.order = order
+        self.render = render
+        self.interval = interval
+        self.rows: dict[str, str] = {}
+        self._last = 0.0
+        self._gap = interval
+        self._pending: asyncio.Task[None] | None = None
+
+    def put(self, key: str, row: str) -> None:
+        self.rows[key] = row
+
+    def _snapshot(self) -> list[str]:
+        return [self.rows[key] for key in self.order if key in self.rows]
+
+    def _write(self, rows: list[str]) -> None:
+        start = time.monotonic()
+        write_atomic(self.path, self.render(rows), fsync=False)
+        took = time.monotonic() - start
+        self._gap = max(self.interval, 10 * took)
+
+    async def maybe_write(self) -> None:
+        """Start a rewrite in the background if the last one is done and old enough."""
+        now = time.monotonic()
+        if (self._pending is not None and not self._pending.done()) or now - self._last < self._gap:
+            return
+        self._last = now
+        self._pending = asyncio.ensure_future(asyncio.to_thread(self._write, self._snapshot()))
+
+    async def flush(self) -> None:
+        """Wait for a rewrite in flight, then write the current state (with fsync)."""
+        if self._pending is not None:
+            try:
+                await self._pending
+            except Exception:  # the final write below reports any real problem
+                pass
+        rows = self._snapshot()
+        await asyncio.to_thread(write_atomic, self.path, self.render(rows))
+
+    def flush_sync(self) -> None:
+        """The final write from synchronous code (after cancellation, when no loop may run)."""
+        write_atomic(self.path, self.render(self._snapshot()))
+
+
+def json_array(rows: list[str]) -> bytes:
+    """Serialised JSON values as one JSON array, one value per line."""
+    return ("[\n" + ",\n".join(rows) + "\n]\n").encode("utf-8")
+
+
+def dumps(record: BaseModel | dict[str, Any]) -> str:
+    """One record as compact JSON (non-ASCII kept)."""
+    value = record.to_json() if hasattr(record, "to_json") else record
+    return json.dumps(value, ensure_ascii=False)
