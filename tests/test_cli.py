@@ -86,7 +86,7 @@ def test_research_batch_with_resume(tmp_path, corpus):
      {"GENSEARCHER_POLICY_BASE_URL": "http://127.0.0.1:9/v1", "GENSEARCHER_POLICY_MODEL": "m"},
      "GENSEARCHER_SEARCH_LOCAL_CORPUS is not set"),
     (["research"], {}, "either a PROMPT or --input"),
-    (["research", "--input", "missing.json"], {}, "input file not found"),
+    (["research", "--input", "missing.json"], {}, "file not found: missing.json"),
     (["research", "x", "--system-prompt-file", "nope.md"], {}, "system prompt file not found"),
 ])
 def test_user_errors_are_one_line_exit_2(tmp_path, args, env, message):

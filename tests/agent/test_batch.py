@@ -27,7 +27,7 @@ def test_load_tasks_accepts_knowgen_jsonl_and_plain_prompts(tmp_path):
     path = tmp_path / "kg.json"
     path.write_text(json.dumps(knowgen_items(3)))
     tasks = load_tasks(path)
-    assert [t.id for t in tasks] == ["k0", 1, "k2"] and tasks[1].meta["category"] == "sports"
+    assert [t.id for t in tasks] == ["k0", 1, "k2"] and tasks[1].meta.category == "sports"
     jsonl = tmp_path / "t.jsonl"
     jsonl.write_text('{"id": 7, "prompt": "a", "extra": "kept"}\n\n{"prompt": "b"}\n')
     tasks = load_tasks(jsonl)
@@ -41,7 +41,7 @@ def test_load_tasks_accepts_knowgen_jsonl_and_plain_prompts(tmp_path):
     ("[1, 2]", "neither a prompt"),
     ('[{"id": 1, "prompt": "a"}, {"id": "1", "prompt": "b"}]', "duplicate id"),
     ('[{"id": 1}]', "item 0: prompt"),
-    ("[]", "non-empty"),
+    ("[]", "no tasks"),
     ("{not json", "not valid JSON"),
 ])
 def test_bad_task_files_are_clear_errors(tmp_path, content, message):
@@ -59,7 +59,7 @@ async def test_batch_writes_reference_format_and_records_failures(make_agent, tm
     seen = []
     with ScriptedPolicyServer(script) as server:
         runner = BatchRunner(make_agent(server), tmp_path / "out", concurrency=3,
-                             on_item=lambda row, done, total: seen.append((row["id"], done, total)))
+                             on_item=lambda row, done, total: seen.append((row.id, done, total)))
         summary = await runner.run(load_tasks(tmp_path / "tasks.json"))
     rows = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [row["id"] for row in rows] == ["k0", 1, "k2", 3, "k4"]  # input order, ids as given
@@ -79,7 +79,7 @@ async def test_existing_results_need_resume(make_agent, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "results.json").write_text("[]")
     with ScriptedPolicyServer({}) as server:
-        with pytest.raises(UserError, match="--resume"):
+        with pytest.raises(UserError, match="resume that run"):
             await BatchRunner(make_agent(server), tmp_path / "out").run(load_tasks_from(tmp_path, knowgen_items(1)))
 
 
@@ -116,7 +116,9 @@ async def test_interrupted_batch_resumes_without_repeating_finished_items(make_a
     with ScriptedPolicyServer(script) as server:
         summary = await BatchRunner(make_agent(server), tmp_path / "out", concurrency=2, resume=True).run(tasks)
         asked = {request["messages"][1]["content"] for request in server.requests}
-    assert summary.skipped == len(done_ids) and summary.ran == 6 - len(done_ids)
+    # results.json is a view: a trajectory whose file was written as the kill came may not be in it yet,
+    # but its file is, so it is not researched again either.
+    assert summary.skipped >= len(done_ids) and summary.skipped + summary.ran == 6
     assert asked.isdisjoint({item["prompt"] for item in items if item["id"] in done_ids})
     resumed = json.loads((tmp_path / "out" / "results.json").read_text())
 

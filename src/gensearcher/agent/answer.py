@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from gensearcher.agent.registry import ImageRegistry, normalise_img_id
-from gensearcher.agent.trajectory import Answer, ReferenceImage
+from gensearcher.agent.trajectory import Answer
+from gensearcher.data.records import ReferenceImage
 
 
 def validate_answer(payload: dict[str, Any], registry: ImageRegistry, *, max_refs: int) -> Answer | list[str]:
@@ -40,15 +41,7 @@ def validate_answer(payload: dict[str, Any], registry: ImageRegistry, *, max_ref
         order.append(image.img_id)
         if image.img_id not in refs:
             note = item.get("note")
-            refs[image.img_id] = ReferenceImage(
-                img_id=image.img_id,
-                note=note if isinstance(note, str) else "",
-                url=image.url,
-                local_path=image.local_path,
-                title=image.title,
-                page_url=image.page_url,
-                sha256=image.sha256,
-            )
+            refs[image.img_id] = ReferenceImage(**image.model_dump(), note=note if isinstance(note, str) else "")
     if unknown:
         known = ", ".join(image.img_id for image in registry.all()) or "none yet"
         problems.append(f"unknown image id(s) {', '.join(unknown)}; the ids you have seen are: {known}")

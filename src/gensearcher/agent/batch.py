@@ -1,102 +1,107 @@
 """Batch research: many tasks, concurrently, resumably.
 
-Each finished item is written at once as `trajectories/<id>.json` (atomically); `results.json` (the
-reference system's agent-output format) is rewritten atomically after every item. The trajectory files
-are the source of truth: `--resume` skips every task whose trajectory ended other than in 'error', so no
-finished research is redone. A task that crashes is recorded as an error row and the batch goes on.
+Each item's trajectory is written as `trajectories/<name>.json` after every round (a checkpoint) and when
+it ends. The trajectory files are the source of truth: `--resume` keeps every finished trajectory whose
+task is unchanged, and goes on from the last round of one that was interrupted (or that ended in a
+policy error), so no finished round is redone. `results.json` (the reference system's agent-output
+format) is a view of them, rewritten at most about once a second and at the end, off the event loop. A
+task that crashes is recorded as an error row and the batch goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import hashlib
-import json
 import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gensearcher._concurrency import gather_or_cancel
-from gensearcher._files import write_atomic
 from gensearcher.agent.loop import Agent
-from gensearcher.agent.trajectory import Task, Trajectory
+from gensearcher.agent.trajectory import TRAJECTORY_DIR, Trajectory, load_trajectory, save_trajectory
+from gensearcher.data import ChatTurn, ResearchRow, Task, ThrottledWriter, json_array, read_rows, resolve_or_keep
+from gensearcher.data.io import dumps, unique_ids, validation_message
 from gensearcher.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
-TRAJECTORY_DIR = "trajectories"
+# The reference agent output caps each message's text and image list.
+_MAX_CONTENT_CHARS = 50_000
+_MAX_MESSAGE_IMAGES = 10
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,79}")
 
 
 def load_tasks(path: Path) -> list[Task]:
-    """Read tasks from JSON (a list) or JSONL. Items are KnowGen-style objects or plain prompt strings.
+    """Read tasks from JSON (a list or one object) or JSONL: KnowGen-style objects or plain prompt strings.
 
-    Ids are kept as given (numbers or strings); a missing id becomes the item's index.
+    Ids are kept as given (numbers or strings); a missing id becomes the item's index; `"id": null` is an
+    error. A relative `gt_image` (or legacy `gen_image`) is made absolute against the file's folder, then
+    the working folder; one that exists nowhere is kept as given (the judge reports it for that item).
     """
-    if not path.is_file():
-        raise UserError(f"input file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".jsonl" or (not text.lstrip().startswith("[") and "\n" in text.strip()):
-            items = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            items = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON/JSONL: {exc}") from None
-    if isinstance(items, dict):
-        items = [items]
-    if not isinstance(items, list) or not items:
-        raise UserError(f"{path} must hold a non-empty list of tasks")
+    items = read_rows(path)
+    if not items:
+        raise UserError(f"{path} holds no tasks")
     tasks: list[Task] = []
-    seen: set[str] = set()
     for index, item in enumerate(items):
         if isinstance(item, str):
             item = {"id": index, "prompt": item}
         if not isinstance(item, dict):
             raise UserError(f"{path}: item {index} is neither a prompt string nor an object")
-        item = {"id": index, **item} if item.get("id") is None else item
+        if "id" not in item:
+            item = {"id": index, **item}
+        if item["id"] is None:
+            raise UserError(f"{path}: item {index}: id is null")
         try:
             task = Task.model_validate(item)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            raise UserError(f"{path}: item {index}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-        if str(task.id) in seen:
-            raise UserError(f"{path}: duplicate id {task.id!r}")
-        seen.add(str(task.id))
+            raise UserError(f"{path}: item {index}: {validation_message(exc)}") from None
+        task.gt_image = resolve_or_keep(task.gt_image, path)
         tasks.append(task)
+    unique_ids(tasks, path)
     return tasks
 
 
-def trajectory_filename(task_id: int | str | None) -> str:
-    """A safe, unique file name for a task id."""
-    raw = str(task_id)
-    if re.fullmatch(r"[A-Za-z0-9_.\-]{1,80}", raw) and not raw.startswith("."):
-        return f"{raw}.json"
+def item_filename(item_id: int | str, suffix: str) -> str:
+    """A safe file name for an item id, different for every different id.
+
+    Ids made of letters, digits, `_`, `-` and `.` (not leading) name their file as they are; any other id
+    gets a readable slug plus a hash of the id after a `~`, a character safe ids never contain, so no two
+    ids share a file (`t.1` and `t.2`, `a b` and `a_b`).
+    """
+    raw = str(item_id)
+    if _SAFE_NAME.fullmatch(raw):
+        return f"{raw}{suffix}"
     slug = re.sub(r"[^A-Za-z0-9_\-]+", "_", raw)[:60].strip("_") or "item"
-    return f"{slug}-{hashlib.sha1(raw.encode()).hexdigest()[:10]}.json"
+    return f"{slug}~{hashlib.sha256(raw.encode()).hexdigest()[:16]}{suffix}"
 
 
-def result_row(trajectory: Trajectory, trajectory_path: str) -> dict[str, Any]:
-    """One row of results.json, in the reference system's agent-output format (plus `error`)."""
+def trajectory_filename(task_id: int | str) -> str:
+    return item_filename(task_id, ".json")
+
+
+def result_row(trajectory: Trajectory, trajectory_path: str) -> ResearchRow:
+    """One row of results.json, in the reference system's agent-output format (plus `trajectory`, `error`)."""
     task, answer = trajectory.task, trajectory.answer
-    return {
-        "id": task.id,
-        "prompt": task.prompt,
-        "meta": task.meta,
-        "termination": trajectory.termination,
-        "gen_prompt": answer.gen_prompt if answer else "",
-        "reference_images": [
-            {"img_id": r.img_id, "note": r.note, "local_path": r.local_path, "url": r.url, "title": r.title,
-             "page_url": r.page_url}
-            for r in (answer.reference_images if answer else [])
+    return ResearchRow(
+        id=task.id,
+        prompt=task.prompt,
+        meta=task.meta,
+        termination=trajectory.termination or "running",
+        trajectory_messages=[
+            ChatTurn(role=message.role, content=message.text[:_MAX_CONTENT_CHARS],
+                     images=[image.path for image in message.images[:_MAX_MESSAGE_IMAGES]])
+            for message in trajectory.messages
         ],
-        "gt_image": task.gt_image,
-        "trajectory": trajectory_path,
-        "error": trajectory.error,
-    }
+        gen_prompt=answer.gen_prompt if answer else "",
+        reference_images=answer.reference_images if answer else [],
+        gt_image=task.gt_image,
+        trajectory=trajectory_path,
+        error=trajectory.error,
+    )
 
 
 def run_cache_keys(run_dir: Path) -> list[str]:
@@ -115,9 +120,12 @@ def run_cache_keys(run_dir: Path) -> list[str]:
 
 
 class BatchSummary(BaseModel):
+    """What a batch did."""
+
     total: int
     skipped: int
     ran: int
+    resumed: int = 0
     terminations: dict[str, int]
     results_path: str
 
@@ -129,14 +137,14 @@ class BatchRunner:
         agent: the agent (shared by all tasks: one policy client, one toolbox).
         out_dir: where results.json and trajectories/ go.
         concurrency: trajectories in flight at once.
-        resume: skip tasks that already have a finished trajectory in `out_dir`.
+        resume: keep finished trajectories in `out_dir` and go on from interrupted ones.
         on_item: called after each item with (row, finished count, total), e.g. for a progress bar.
     """
 
     def __init__(self, agent: Agent, out_dir: Path, *, concurrency: int = 8, resume: bool = False,
-                 on_item: Callable[[dict[str, Any], int, int], None] | None = None):
+                 on_item: Callable[[ResearchRow, int, int], None] | None = None):
         if concurrency < 1:
-            raise UserError("--concurrency must be at least 1")
+            raise UserError("concurrency must be at least 1")
         self.agent = agent
         self.out_dir = out_dir
         self.concurrency = concurrency
@@ -146,74 +154,88 @@ class BatchRunner:
     async def run(self, tasks: list[Task]) -> BatchSummary:
         results_path = self.out_dir / RESULTS_FILE
         if results_path.exists() and not self.resume:
-            raise UserError(f"{results_path} exists: pass --resume to continue that run, or choose another --out")
+            raise UserError(f"{results_path} exists: resume that run (--resume) or choose another output folder")
         (self.out_dir / TRAJECTORY_DIR).mkdir(parents=True, exist_ok=True)
-        rows: dict[str, str] = {}  # task id -> serialised row, kept in input order when written
-        todo: list[Task] = []
+        writer = ThrottledWriter(results_path, [str(task.id) for task in tasks], json_array)
+        terminations: dict[str, int] = {}
+        todo: list[tuple[Task, Trajectory | None]] = []
         for task in tasks:
-            row = self._finished_row(task) if self.resume else None
-            if row is None:
-                todo.append(task)
+            previous = await asyncio.to_thread(self._previous, task) if self.resume else None
+            if previous is not None and previous.termination not in (None, "error"):
+                row = result_row(previous, self._relative(task))
+                writer.put(str(task.id), dumps(row))
+                terminations[row.termination] = terminations.get(row.termination, 0) + 1
             else:
-                rows[str(task.id)] = json.dumps(row, ensure_ascii=False)
-        order = [str(task.id) for task in tasks]
-        write_lock = asyncio.Lock()
-        semaphore = asyncio.Semaphore(self.concurrency)
-        done = len(rows)
+                todo.append((task, previous))
+        done = len(tasks) - len(todo)
+        queue: asyncio.Queue[tuple[Task, Trajectory | None]] = asyncio.Queue()
+        for entry in todo:
+            queue.put_nowait(entry)
 
-        async def one(task: Task) -> None:
+        async def worker() -> None:
             nonlocal done
-            async with semaphore:
-                row = await self._research(task)
-            async with write_lock:
-                rows[str(task.id)] = json.dumps(row, ensure_ascii=False)
-                self._write_results(results_path, order, rows)
+            while not queue.empty():
+                task, previous = queue.get_nowait()
+                row = await self._research(task, previous)
+                writer.put(str(task.id), dumps(row))
+                terminations[row.termination] = terminations.get(row.termination, 0) + 1
                 done += 1
+                await writer.maybe_write()
                 if self.on_item:
                     self.on_item(row, done, len(tasks))
 
-        if not todo:
-            self._write_results(results_path, order, rows)
-        await gather_or_cancel(one(task) for task in todo)
-        terminations: dict[str, int] = {}
-        for text in rows.values():
-            key = json.loads(text)["termination"]
-            terminations[key] = terminations.get(key, 0) + 1
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(todo)))]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            for future in workers:  # a failure or a kill stops the siblings before the last write
+                future.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            writer.flush_sync()
+            raise
+        await writer.flush()
         return BatchSummary(total=len(tasks), skipped=len(tasks) - len(todo), ran=len(todo),
+                            resumed=sum(1 for _, previous in todo if previous is not None),
                             terminations=terminations, results_path=str(results_path))
 
-    async def _research(self, task: Task) -> dict[str, Any]:
-        relative = f"{TRAJECTORY_DIR}/{trajectory_filename(task.id)}"
+    def _relative(self, task: Task) -> str:
+        return f"{TRAJECTORY_DIR}/{trajectory_filename(task.id)}"
+
+    async def _research(self, task: Task, previous: Trajectory | None) -> ResearchRow:
+        relative = self._relative(task)
+        path = self.out_dir / relative
+
+        async def checkpoint(partial: Trajectory) -> None:
+            # Skipping fsync: the rename already survives a killed process, and the next round rewrites it.
+            await asyncio.to_thread(save_trajectory, partial, path, fsync=False)
+
+        resume = previous.model_copy(update={"termination": None, "error": None}) if previous else None
         try:
-            trajectory = await self.agent.run(task)
+            trajectory = await self.agent.run(task, resume=resume, checkpoint=checkpoint)
         except Exception as exc:  # a bug must cost one item, not the batch
             logger.exception("task %r crashed", task.id)
-            return {**result_row(_crashed(task, exc), relative)}
-        write_atomic(self.out_dir / relative, trajectory.model_dump_json(indent=1).encode("utf-8"))
+            return result_row(_crashed(task, exc), relative)
+        await asyncio.to_thread(save_trajectory, trajectory, path)
         return result_row(trajectory, relative)
 
-    def _finished_row(self, task: Task) -> dict[str, Any] | None:
-        relative = f"{TRAJECTORY_DIR}/{trajectory_filename(task.id)}"
-        path = self.out_dir / relative
+    def _previous(self, task: Task) -> Trajectory | None:
+        """The stored trajectory of this task, if it is one (same id and prompt) that can be reused."""
+        path = self.out_dir / self._relative(task)
         if not path.is_file():
             return None
         try:
-            trajectory = Trajectory.model_validate_json(path.read_bytes())
-        except ValidationError:
+            trajectory = load_trajectory(path)
+        except (ValidationError, ValueError, OSError):
             logger.warning("ignoring unreadable trajectory %s; the task runs again", path)
             return None
-        if trajectory.termination == "error" or str(trajectory.task.id) != str(task.id):
+        if str(trajectory.task.id) != str(task.id) or trajectory.task.prompt != task.prompt:
+            logger.warning("trajectory %s is of another task (the prompt changed); the task runs again", path)
             return None
-        return result_row(trajectory, relative)
-
-    @staticmethod
-    def _write_results(path: Path, order: list[str], rows: dict[str, str]) -> None:
-        body = ",\n".join(rows[key] for key in order if key in rows)
-        write_atomic(path, f"[\n{body}\n]\n".encode())
+        if trajectory.termination == "error" and not trajectory.steps:
+            return None
+        return trajectory
 
 
 def _crashed(task: Task, exc: Exception) -> Trajectory:
-    import datetime as _dt
-
     return Trajectory(task=task, messages=[], termination="error", error=f"internal error: {type(exc).__name__}: {exc}",
                       started_at=_dt.datetime.now(_dt.UTC).isoformat())

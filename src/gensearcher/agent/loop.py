@@ -13,6 +13,7 @@ import datetime as _dt
 import logging
 import platform
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from gensearcher.agent.protocol import (
     strip_hallucinated_observation,
 )
 from gensearcher.agent.registry import ImageRegistry
-from gensearcher.agent.trajectory import Answer, Step, Task, Termination, ToolCallRecord, Trajectory
+from gensearcher.agent.trajectory import Answer, Step, Termination, ToolCallRecord, Trajectory
+from gensearcher.data.records import Task
 from gensearcher.config import AgentConfig
 from gensearcher.errors import ContextLengthExceeded, PolicyError, ToolError
 from gensearcher.images import prepare_for_policy
@@ -57,6 +59,8 @@ class _Run:
     tools_s: float = 0.0
     known_tokens: int = 0  # prompt + completion tokens of the last call, as the server counted them
     counted_messages: int = 0  # messages covered by known_tokens
+    started_at: str = ""
+    earlier_s: float = 0.0  # wall time of the pieces before a resume
 
 
 class Agent:
@@ -100,17 +104,27 @@ class Agent:
         )
         self.record = record or {}
 
-    async def run(self, task: Task) -> Trajectory:
-        """Research one task. Never raises for model or tool problems; a policy failure ends as 'error'."""
-        started, clock = _dt.datetime.now(_dt.UTC).isoformat(), time.monotonic()
-        run = _Run(task=task, messages=[Message(role="system", text=self.system_prompt), Message(role="user", text=task.prompt)])
+    async def run(self, task: Task, *, resume: Trajectory | None = None,
+                  checkpoint: Callable[[Trajectory], Awaitable[None]] | None = None) -> Trajectory:
+        """Research one task. Never raises for model or tool problems; a policy failure ends as 'error'.
+
+        Args:
+            task: the request.
+            resume: a checkpoint of this task (termination None) to go on from, after its last round.
+            checkpoint: awaited with the trajectory so far after every round that did not end it, so a
+                killed run loses at most the round in flight.
+        """
+        clock = time.monotonic()
+        run = self._start(task, resume)
         termination: Termination | None = None
         error: str | None = None
         try:
-            for round_no in range(1, self.config.max_llm_calls + 1):
+            for round_no in range(len(run.steps) + 1, self.config.max_llm_calls + 1):
                 termination = await self._round(run, round_no, final=False)
                 if termination is not None:
                     break
+                if checkpoint is not None:
+                    await checkpoint(self._record(run, None, None, clock))
             else:
                 run.messages.append(Message(role="user", text=prompts.FINAL_ROUND_MESSAGE))
                 termination = await self._round(run, self.config.max_llm_calls + 1, final=True)
@@ -118,18 +132,33 @@ class Agent:
             termination, error = "context_exceeded", str(exc)
         except PolicyError as exc:
             termination, error = "error", str(exc)
+        return self._record(run, termination or "no_answer", error, clock)
+
+    def _start(self, task: Task, resume: Trajectory | None) -> _Run:
+        if resume is None or resume.termination is not None or len(resume.steps) > self.config.max_llm_calls:
+            return _Run(task=task, messages=[Message(role="system", text=self.system_prompt),
+                                             Message(role="user", text=task.prompt)],
+                        started_at=_dt.datetime.now(_dt.UTC).isoformat())
+        messages = list(resume.messages)
+        if messages and messages[-1].role == "user" and messages[-1].text == prompts.FINAL_ROUND_MESSAGE:
+            messages.pop()  # interrupted in the final round: the loop asks again
+        return _Run(task=task, messages=messages, registry=ImageRegistry.restore(resume.images),
+                    steps=list(resume.steps), usage=resume.usage, policy_s=resume.policy_s, tools_s=resume.tools_s,
+                    started_at=resume.started_at, earlier_s=resume.duration_s)
+
+    def _record(self, run: _Run, termination: Termination | None, error: str | None, clock: float) -> Trajectory:
         return Trajectory(
-            task=task,
-            messages=run.messages,
-            steps=run.steps,
+            task=run.task,
+            messages=list(run.messages),
+            steps=list(run.steps),
             images=run.registry.all(),
             answer=run.answer,
-            termination=termination or "no_answer",
+            termination=termination,
             error=error,
             rounds=len(run.steps),
             usage=run.usage,
-            started_at=started,
-            duration_s=time.monotonic() - clock,
+            started_at=run.started_at,
+            duration_s=run.earlier_s + time.monotonic() - clock,
             policy_s=run.policy_s,
             tools_s=run.tools_s,
             config=self.record,

@@ -8,20 +8,12 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel
-
+from gensearcher.data.records import SeenImage
 from gensearcher.tools.base import ImageHit
 
+RegisteredImage = SeenImage  # the name this module has always exported
+
 _ID = re.compile(r"^\s*IMG[_\-\s]?0*(\d+)\s*$", re.I)
-
-
-class RegisteredImage(BaseModel):
-    img_id: str
-    local_path: str
-    url: str | None = None
-    title: str | None = None
-    page_url: str | None = None
-    sha256: str | None = None
 
 
 def normalise_img_id(value: str) -> str:
@@ -43,18 +35,22 @@ class ImageRegistry:
                 for other in keys:
                     self._by_key.setdefault(other, known.img_id)
                 return known
-        image = RegisteredImage(
-            img_id=f"IMG_{len(self._by_id) + 1:03d}",
-            local_path=hit.local_path,
-            url=hit.url,
-            title=hit.title,
-            page_url=hit.page_url,
-            sha256=hit.sha256,
-        )
+        image = SeenImage(img_id=f"IMG_{len(self._by_id) + 1:03d}", **hit.model_dump(exclude_unset=True))
         self._by_id[image.img_id] = image
         for key in keys:
             self._by_key[key] = image.img_id
         return image
+
+    @classmethod
+    def restore(cls, images: list[SeenImage]) -> ImageRegistry:
+        """A registry holding `images` again (a trajectory resumed from its checkpoint)."""
+        registry = cls()
+        for image in images:
+            registry._by_id[image.img_id] = image
+            for key in (image.sha256, image.local_path, image.url):
+                if key:
+                    registry._by_key.setdefault(key, image.img_id)
+        return registry
 
     def get(self, img_id: str) -> RegisteredImage | None:
         return self._by_id.get(normalise_img_id(img_id))

@@ -1,19 +1,31 @@
 """The record of one research run: every message as the policy saw it, every step, the answer.
 
-A trajectory is the only record of a run. The batch runner writes it as JSON; the training issue turns it
-into SFT data or GRPO rollouts (per-turn token ids are kept when the backend returns them); the report
-shows it.
+A trajectory is the only record of a run. The batch runner writes it as JSON (after every round, so a
+killed run resumes from its last round); the training code turns it into SFT data or GRPO rollouts
+(per-turn token ids are kept when the backend returns them); the viewer shows it.
+
+Files: image paths inside a stored trajectory are relative to its run folder (the folder that holds
+`trajectories/`, or the trajectory file's own folder for a single run), so a run folder can be moved or
+copied to another machine and still open. `save_trajectory` and `load_trajectory` do the conversion;
+in memory, paths are absolute. `schema_version` says which layout a file has (1: absolute paths, before
+versioning).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from gensearcher.agent.registry import RegisteredImage
-from gensearcher.messages import Message
+from gensearcher._files import write_atomic
+from gensearcher.data.records import ReferenceImage, SeenImage, Task
+from gensearcher.messages import ImageRef, Message
 from gensearcher.policy.base import TokenUsage
+
+SCHEMA_VERSION = 2
+TRAJECTORY_DIR = "trajectories"
 
 Termination = Literal[
     "answer",  # a valid answer
@@ -25,44 +37,25 @@ Termination = Literal[
 ]
 
 
-class Task(BaseModel):
-    """One research request. KnowGen items carry meta and gt_image; other fields are kept as given."""
-
-    model_config = {"extra": "allow"}
-
-    id: int | str | None = None
-    prompt: str = Field(..., min_length=1)
-    meta: dict[str, Any] = {}
-    gt_image: str | None = None
-
-
-class ReferenceImage(BaseModel):
-    """A reference image of the answer, enriched from the image registry."""
-
-    img_id: str
-    note: str = ""
-    url: str | None = None
-    local_path: str
-    title: str | None = None
-    page_url: str | None = None
-    sha256: str | None = None
-
-
 class Answer(BaseModel):
-    gen_prompt: str
-    reference_images: list[ReferenceImage] = []
+    """A validated answer: the grounded prompt and the references it cites, enriched from the registry."""
+
+    gen_prompt: str = Field(..., description="The generation prompt, references named by ordinal.")
+    reference_images: list[ReferenceImage] = Field([], description="Sorted by IMG id, de-duplicated.")
     reordered: bool = Field(False, description="The model's list was not in id order and was sorted.")
-    duplicates_removed: int = 0
+    duplicates_removed: int = Field(0, description="Repeated ids the model cited, removed.")
 
 
 class ToolCallRecord(BaseModel):
-    name: str
-    arguments: Any
-    result_text: str
-    error: str | None = None
-    duration_s: float
-    image_ids: list[str] = []
-    cache_keys: list[str] = []
+    """One tool call as it ran: the arguments, the observation the model was shown, what it cost."""
+
+    name: str = Field(..., description="The tool (search, image_search, browse).")
+    arguments: Any = Field(..., description="The arguments as validated (as the model wrote them if invalid).")
+    result_text: str = Field(..., description="The observation text shown to the model.")
+    error: str | None = Field(None, description="The tool's error, if it failed (also in result_text).")
+    duration_s: float = Field(..., description="Wall time of the call.")
+    image_ids: list[str] = Field([], description="IMG ids of the images this call returned.")
+    cache_keys: list[str] = Field([], description="Web-cache keys used (for `cache export --run`).")
 
 
 class Step(BaseModel):
@@ -84,22 +77,79 @@ class Step(BaseModel):
 
 
 class Trajectory(BaseModel):
-    task: Task
-    messages: list[Message]
-    steps: list[Step] = []
-    images: list[RegisteredImage] = []
-    answer: Answer | None = None
-    termination: Termination
-    error: str | None = None
-    rounds: int = 0
-    usage: TokenUsage = TokenUsage()
-    started_at: str
-    duration_s: float = 0.0
-    policy_s: float = 0.0
-    tools_s: float = 0.0
-    config: dict[str, Any] = {}
-    versions: dict[str, Any] = {}
+    """One research run, complete or checkpointed (`termination` is None while it is still running).
+
+    `messages` are the source of truth for what the policy saw (training data is rendered from them);
+    `steps` annotate them round by round.
+    """
+
+    schema_version: int = Field(1, description="File layout: 2 = paths relative to the run folder.")
+    task: Task = Field(..., description="The request, as given.")
+    messages: list[Message] = Field(..., description="Every message, exactly as the policy saw it.")
+    steps: list[Step] = Field([], description="One per policy turn, in order.")
+    images: list[SeenImage] = Field([], description="Every image the trajectory registered, by IMG id.")
+    answer: Answer | None = Field(None, description="The validated answer, if any.")
+    termination: Termination | None = Field(..., description="How it ended; None in a checkpoint of a run in flight.")
+    error: str | None = Field(None, description="Infrastructure failure message (termination 'error').")
+    rounds: int = Field(0, description="Policy turns taken.")
+    usage: TokenUsage = Field(TokenUsage(), description="Token counts summed over the turns.")
+    started_at: str = Field(..., description="ISO time the run started.")
+    duration_s: float = Field(0.0, description="Wall time of the run (summed over resumed pieces).")
+    policy_s: float = Field(0.0, description="Time spent waiting for the policy.")
+    tools_s: float = Field(0.0, description="Time spent in tools.")
+    config: dict[str, Any] = Field({}, description="The masked configuration the run used.")
+    versions: dict[str, Any] = Field({}, description="gensearcher, Python and policy versions.")
 
     @property
     def tool_calls(self) -> list[ToolCallRecord]:
         return [step.tool_call for step in self.steps if step.tool_call is not None]
+
+
+def run_folder_of(path: Path) -> Path:
+    """The run folder a trajectory file belongs to: the folder above `trajectories/`, else its own folder."""
+    folder = path.resolve().parent
+    return folder.parent if folder.name == TRAJECTORY_DIR else folder
+
+
+def _rebase(trajectory: Trajectory, convert: Any) -> Trajectory:
+    """A copy with every stored image path passed through `convert` (str -> str)."""
+    data = trajectory.model_copy(deep=True)
+    for message in data.messages:
+        message.images = [ImageRef(path=convert(image.path), sha256=image.sha256, width=image.width,
+                                   height=image.height) for image in message.images]
+    for image in data.images:
+        image.local_path = convert(image.local_path) if image.local_path else image.local_path
+    if data.answer is not None:
+        for ref in data.answer.reference_images:
+            ref.local_path = convert(ref.local_path) if ref.local_path else ref.local_path
+    return data
+
+
+def save_trajectory(trajectory: Trajectory, path: Path, *, fsync: bool = True) -> None:
+    """Write `trajectory` atomically, image paths inside its run folder stored relative to it."""
+    root = run_folder_of(path)
+
+    def relative(value: str) -> str:
+        target = Path(value)
+        if not target.is_absolute():
+            return value
+        try:
+            return target.resolve().relative_to(root).as_posix()
+        except ValueError:  # outside the run folder (e.g. a shared image store): stays absolute
+            return value
+
+    stored = _rebase(trajectory, relative)
+    stored.schema_version = SCHEMA_VERSION
+    write_atomic(path, stored.model_dump_json(indent=1).encode("utf-8"), fsync=fsync)
+
+
+def load_trajectory(path: Path) -> Trajectory:
+    """Read a trajectory file (either layout) with its image paths absolute again.
+
+    Raises `pydantic.ValidationError` for a file that is not a trajectory, OSError if unreadable.
+    """
+    trajectory = Trajectory.model_validate_json(path.read_bytes())
+    if trajectory.schema_version < 2:
+        return trajectory
+    root = run_folder_of(path)
+    return _rebase(trajectory, lambda value: value if os.path.isabs(value) else str(root / value))

@@ -104,7 +104,9 @@ async def _research_one(settings: Any, prompt: str, out: Path | None, system_pro
         await agent.policy.aclose()
         await tools.aclose()
     path = out_dir / "trajectory.json"
-    write_atomic(path, trajectory.model_dump_json(indent=1).encode("utf-8"))
+    from gensearcher.agent.trajectory import save_trajectory
+
+    save_trajectory(trajectory, path)
     summary = {
         "termination": trajectory.termination,
         "gen_prompt": trajectory.answer.gen_prompt if trajectory.answer else None,
@@ -158,12 +160,16 @@ class _ProgressReporter:
             self._task = self._bar.add_task(self.label, total=self.total)
         return self
 
-    def update(self, row: dict[str, Any], done: int, total: int) -> None:
+    def update(self, row: Any, done: int, total: int) -> None:
+        """`row` is any stage's record (research, generation or judged row)."""
         if self._bar is not None:
             self._bar.update(self._task, completed=done)
         elif self.enabled:
-            outcome = row.get("termination") or ("ok" if row.get("success") else f"error: {row.get('error')}")
-            typer.echo(f"[{done}/{total}] id={row['id']} {outcome}", err=True)
+            success = getattr(row, "success", None)
+            if success is None:
+                success = getattr(row, "eval_success", False)
+            outcome = getattr(row, "termination", None) or ("ok" if success else f"error: {getattr(row, 'error', None)}")
+            typer.echo(f"[{done}/{total}] id={row.id} {outcome}", err=True)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

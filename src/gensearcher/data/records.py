@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 ItemId = int | str
 """Ids are kept as given: KnowGen uses numbers, other sets strings. Files and joins use `str(id)`."""
@@ -34,6 +42,11 @@ class Meta(Record):
     category: str | None = Field(None, description="Fine category (KnowGen: e.g. 'sports', 'anime').")
     difficulty: str | None = Field(None, description="KnowGen difficulty label; informational.")
     subcategory: str | None = Field(None, description="WISE subcategory.")
+
+    @model_serializer(mode="wrap")
+    def _without_blanks(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Labels a file did not have are not written, also after a round trip through a trajectory.
+        return {key: value for key, value in handler(self).items() if value is not None}
 
 
 def _legacy_gt(value: Any) -> Any:

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from gensearcher.data.records import ImageInfo
 from gensearcher.errors import ToolError
 
 logger = logging.getLogger(__name__)
@@ -74,14 +75,8 @@ class BrowseArgs(_Args):
     query: str = Field(..., min_length=1, description="What to look for on the page.")
 
 
-class ImageHit(BaseModel):
-    """One image returned by image_search, already downloaded and validated."""
-
-    local_path: str
-    url: str | None = None
-    title: str | None = None
-    page_url: str | None = None
-    sha256: str | None = None
+ImageHit = ImageInfo
+"""One image returned by image_search, already downloaded and validated (`local_path` set)."""
 
 
 class WebHit(BaseModel):
