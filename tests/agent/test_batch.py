@@ -69,7 +69,7 @@ async def test_batch_writes_reference_format_and_records_failures(make_agent, tm
     assert good["gen_prompt"] == "grounded prompt 0"
     assert good["reference_images"][0]["img_id"] == "IMG_002"
     assert set(good["reference_images"][0]) >= {"img_id", "note", "local_path", "url", "title"}
-    assert good["meta"] == {"category": "sports", "difficulty": "easy"} and good["gt_image"] == "gt/0.png"
+    assert good["meta"] == {"category": "sports", "difficulty": "easy"} and good["gt_image"] == str(tmp_path / "gt" / "0.png")
     assert (tmp_path / "out" / good["trajectory"]).is_file()
     assert rows[3]["termination"] == "error" and "HTTP 500" in rows[3]["error"]
     assert sorted(done for _, done, _ in seen) == [1, 2, 3, 4, 5]

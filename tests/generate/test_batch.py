@@ -60,7 +60,7 @@ def test_generate_grounded_records_failures_and_resumes(tmp_path, tiny_text_mode
     assert one["parameters"]["guidance_scale"] == 1.0  # the edit defaults, with references
     assert by_id["two"]["success"] and by_id["two"]["used_images"] == [] and by_id["two"]["parameters"]["guidance_scale"] is None
     assert not by_id[3]["success"] and "no grounded prompt" in by_id[3]["error"]
-    assert not by_id[4]["success"] and "IMG_009 is missing" in by_id[4]["error"]  # never a silent text-only fall-back
+    assert not by_id[4]["success"] and "IMG_009 'images/gone.png' not found relative to" in by_id[4]["error"]  # never a silent text-only fall-back
     again = gensearcher("generate", "--input", str(source), "--out", "images", "--resume", cwd=tmp_path,
                         text_model=tiny_text_model, edit_model=tiny_edit_model)
     assert json.loads(again.stdout)["skipped"] == 2

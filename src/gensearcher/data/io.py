@@ -125,13 +125,18 @@ def resolve_path(value: str, source: Path, *, what: str = "file") -> Path:
 
 
 def resolve_or_keep(value: str | None, source: Path) -> str | None:
-    """`resolve_path` as a string, or the value unchanged when it resolves nowhere (reported later)."""
+    """`resolve_path` as a string; a path found nowhere is made absolute against `source`'s folder.
+
+    For paths a stage carries but does not read (`gt_image` through research and generation): the stage
+    that needs the file reports it missing, with an absolute path that says where it was looked for.
+    """
     if not value:
         return value
     try:
         return str(resolve_path(value, source))
     except PathNotFound:
-        return value
+        candidate = Path(value).expanduser()
+        return str(candidate if candidate.is_absolute() else source.resolve().parent / candidate)
 
 
 class ThrottledWriter:

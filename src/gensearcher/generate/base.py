@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
+from gensearcher.data.records import DroppedReference
+
 # The reference system's defaults (edit model with references; Qwen-Image for text only).
 EDIT_STEPS = 40
 TEXT_STEPS = 50
@@ -48,12 +50,6 @@ class GenerationRequest(BaseModel):
 def request_defaults(config: Any) -> dict[str, Any]:
     """Request fields set in the generator configuration (steps, size, seed)."""
     return {"steps": config.steps, "width": config.width, "height": config.height, "seed": config.seed}
-
-
-class DroppedReference(BaseModel):
-    index: int
-    path: str
-    reason: str
 
 
 class GenerationResult(BaseModel):
