@@ -64,7 +64,7 @@ def test_wise_explanations_never_reach_the_agent(tmp_path):
     (tmp_path / "wise" / "cultural_common_sense_verified.json").write_text(json.dumps(data[1:]))
     items = load_wise(tmp_path / "wise", "verified")
     assert sorted(item.id for item in items) == [12, 881]
-    tasks = [item.task().model_dump_json() for item in items]
+    tasks = [item.model_dump_json() for item in items]
     assert all("SECRET-GUIDE" not in task for task in tasks)
     assert all(item.explanation.startswith("SECRET-GUIDE") for item in items)
 
@@ -98,7 +98,7 @@ def test_judge_wise_verified_uses_the_explanations(tmp_path):
 def test_eval_commands_check_their_input_before_any_work(tmp_path):
     (tmp_path / "kg.json").write_text(json.dumps([{"id": 1, "prompt": "p", "meta": {"category": "sports"}, "gt_image": "g.png"}]))
     cases = [
-        (["eval", "knowgen", "--data", "missing.json", "--out", "o"], "benchmark file not found"),
+        (["eval", "knowgen", "--data", "missing.json", "--out", "o"], "file not found: missing.json"),
         (["eval", "knowgen", "--data", "kg.json", "--out", "o", "--categories", "film"], "no items left"),
         (["eval", "wise", "--data", "kg.json", "--out", "o", "--version", "newest"], "--version must be verified or legacy"),
         (["eval", "custom", "--data", "kg.json", "--out", "o", "--limit", "0"], "no items left"),

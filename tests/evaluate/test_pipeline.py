@@ -30,7 +30,7 @@ def progress_killing(stage_to_kill=None, after=2, finished=None):
             def update(self, row, done, total_):
                 if stage == stage_to_kill:
                     if finished is not None:
-                        finished.add(str(row["id"]))
+                        finished.add(str(row.id))
                     if done >= after:
                         raise Killed(stage)
         yield Reporter()

@@ -57,8 +57,9 @@ def test_overall_is_the_mean_of_the_groups_and_unknowns_are_listed():
     tables = knowgen_tables(ITEMS, resamples=200)
     science = tables["groups"]["science_and_knowledge"]["reference"]["k_score"]
     pop = tables["groups"]["pop_culture_and_news"]["reference"]["k_score"]
-    assert tables["overall"]["reference"]["k_score"] == round((science + pop) / 2, 2)
-    assert knowgen_overall(ITEMS, strict=False) == round((science + pop) / 2, 2)
+    # from the unrounded group values, so within a rounding step of the mean of the rounded ones
+    assert abs(tables["overall"]["reference"]["k_score"] - (science + pop) / 2) <= 0.01
+    assert knowgen_overall(ITEMS, strict=False) == tables["overall"]["reference"]["k_score"]
     assert tables["unknown_categories"] == {"cooking": 1}
     assert tables["overall"]["items"] == 7 and tables["overall"]["failed_generation"] == 1
     assert tables["overall"]["failed_judgement"] == 1
@@ -70,10 +71,10 @@ def test_overall_is_the_mean_of_the_groups_and_unknowns_are_listed():
 
 def test_reference_summary_rows_match_the_reference_format():
     rows = reference_summary_rows(ITEMS)
-    assert [r["summary_type"] for r in rows] == ["science_and_knowledge", "pop_culture_and_news", "overall_avg"]
-    assert set(rows[0]["avg_scores"]) == {"faithfulness", "visual_correctness", "text_accuracy", "aesthetics", "overall"}
-    assert rows[0]["avg_scores"]["overall"] == 0.6167 and rows[0]["count"] == 3
-    assert rows[2]["count"] == rows[0]["count"] + rows[1]["count"]
+    assert [r.summary_type for r in rows] == ["science_and_knowledge", "pop_culture_and_news", "overall_avg"]
+    assert set(rows[0].avg_scores) == {"faithfulness", "visual_correctness", "text_accuracy", "aesthetics", "overall"}
+    assert rows[0].avg_scores["overall"] == 0.6167 and rows[0].count == 3
+    assert rows[2].count == rows[0].count + rows[1].count
 
 
 def test_wise_weights():
@@ -88,11 +89,11 @@ def test_wise_weights():
 
 @pytest.mark.parametrize("raw, expected", [
     ('{"rationale": "Constraints: x", "faithfulness": 1, "visual_correctness": 0.4, "text_accuracy": "1", "aesthetics": 0.8}',
-     {"faithfulness": 1.0, "visual_correctness": 0.5, "text_accuracy": 1.0, "aesthetics": 1.0}),
+     {"faithfulness": 1.0, "visual_correctness": 0.4, "text_accuracy": 1.0, "aesthetics": 0.8}),
     ('```json\n{"faithfulness": 0.5, "visual_correctness": 0.25, "text_accuracy": 0, "text_accuracy_na": "true", "aesthetics": 0,}\n```',
-     {"faithfulness": 0.5, "visual_correctness": 0.0, "text_accuracy": 0.5, "aesthetics": 0.0}),
+     {"faithfulness": 0.5, "visual_correctness": 0.25, "text_accuracy": 0.5, "aesthetics": 0.0}),
 ])
-def test_knowgen_answers_are_repaired_and_snapped(raw, expected):
+def test_knowgen_answers_are_repaired_and_clipped_not_snapped(raw, expected):
     score = parse_judgement("knowgen", raw)
     assert score.scores == expected and score.raw == raw
 
@@ -102,7 +103,7 @@ def test_other_judges_and_bad_answers():
     assert parse_judgement("wise-verified", '{"score": 1, "rationale": "ok"}').overall == 1.0
     assert parse_judgement("text", '{"score": 0.6}').overall == 0.5
     assert snap(0.375, (0.0, 0.25, 0.5)) == 0.25  # ties go down
-    for raw in ("I'm sorry, I can't help with that.", '{"faithfulness": 1}', '{"score": "high"}'):
+    for raw in ("I'm sorry, I can't help with that.", '{"faithfulness": "high"}', '{"score": "high"}'):
         with pytest.raises(ValueError):
             parse_judgement("knowgen" if "faith" in raw or "sorry" in raw else "wise-verified", raw)
 

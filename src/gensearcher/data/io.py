@@ -149,11 +149,12 @@ class ThrottledWriter:
     """
 
     def __init__(self, path: Path, order: list[str], render: Callable[[list[str]], bytes], *,
-                 interval: float = 1.0):
+                 interval: float = 1.0, tail: Callable[[], list[str]] | None = None):
         self.path = path
         self.order = order
         self.render = render
         self.interval = interval
+        self.tail = tail  # rows after the keyed ones (summary rows), computed when a write is taken
         self.rows: dict[str, str] = {}
         self._last = 0.0
         self._gap = interval
@@ -163,7 +164,8 @@ class ThrottledWriter:
         self.rows[key] = row
 
     def _snapshot(self) -> list[str]:
-        return [self.rows[key] for key in self.order if key in self.rows]
+        rows = [self.rows[key] for key in self.order if key in self.rows]
+        return rows + self.tail() if self.tail is not None else rows
 
     def _write(self, rows: list[str]) -> None:
         start = time.monotonic()

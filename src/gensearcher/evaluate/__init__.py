@@ -1,6 +1,6 @@
 """Benchmark evaluation: data loaders, the judging runner, scores and tables, the eval pipeline, the report.
 
-    data.py      KnowGen, WISE (verified, legacy), custom prompts
+    benchmarks.py  KnowGen, WISE (verified, legacy), custom prompts, as gensearcher.data.Task
     (the judge itself is gensearcher.judge)
     runner.py    judge a generation output, in the reference evaluation format
     scores.py    aggregation (reference and strict), bootstrap intervals, paired comparison
@@ -8,11 +8,10 @@
     report.py    the HTML report
 """
 
-from gensearcher.evaluate.data import EvalItem, load_custom, load_knowgen, load_wise
+from gensearcher.evaluate.benchmarks import load_custom, load_knowgen, load_wise
 from gensearcher.evaluate.scores import ItemResult, compare, knowgen_tables, wise_tables
 
 __all__ = [
-    "EvalItem",
     "ItemResult",
     "compare",
     "knowgen_tables",

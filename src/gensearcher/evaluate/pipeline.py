@@ -11,7 +11,6 @@ finished external call, and ends with the numbers an uninterrupted run gives.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,16 +18,19 @@ from typing import Any
 
 from gensearcher._files import write_json_atomic
 from gensearcher.config import Settings
-from gensearcher.evaluate.data import Benchmark, EvalItem
-from gensearcher.judge.judge import Judge, Kind
+from gensearcher.agent.batch import trajectory_filename
+from gensearcher.agent.trajectory import TRAJECTORY_DIR, load_trajectory
+from gensearcher.data import JudgedRow, ResearchRow, Task, read_records
+from gensearcher.evaluate.benchmarks import Benchmark
 from gensearcher.evaluate.runner import JudgeRunner, explanations_of, item_results
 from gensearcher.evaluate.scores import knowgen_tables, wise_tables
+from gensearcher.judge.judge import Judge, Kind
 from gensearcher.web import WebCache
 
 Progress = Callable[[str, int], Any]  # (stage name, total) -> reporter with update() and a context manager
 
 
-def judge_kind(benchmark: Benchmark, items: list[EvalItem]) -> Kind:
+def judge_kind(benchmark: Benchmark, items: list[Task]) -> Kind:
     if benchmark == "knowgen":
         return "knowgen"
     if benchmark in ("wise-verified", "wise-legacy"):
@@ -42,7 +44,7 @@ def judge_kind(benchmark: Benchmark, items: list[EvalItem]) -> Kind:
     raise UserError("custom items need a gt_image (judged like KnowGen) or an explanation (judged like WISE) each")
 
 
-async def run_eval(settings: Settings, benchmark: Benchmark, items: list[EvalItem], out: Path, *, baseline: bool,
+async def run_eval(settings: Settings, benchmark: Benchmark, items: list[Task], out: Path, *, baseline: bool,
                    research_concurrency: int, generate_concurrency: int, progress: Progress,
                    rubric: str | None = None, system_prompt_file: Path | None = None) -> dict[str, Any]:
     from gensearcher.agent.factory import build_agent
@@ -58,9 +60,9 @@ async def run_eval(settings: Settings, benchmark: Benchmark, items: list[EvalIte
     out.mkdir(parents=True, exist_ok=True)
     try:
         if baseline:
-            rows = [{"id": i.id, "prompt": i.prompt, "meta": i.meta, "gt_image": i.gt_image} for i in items]
+            rows = [ResearchRow(id=i.id, prompt=i.prompt, meta=i.meta, gt_image=i.gt_image) for i in items]
             source = out / "baseline-tasks.json"
-            write_json_atomic(source, rows)
+            write_json_atomic(source, [row.to_json() for row in rows])
         else:
             rows, source = await _research(settings, items, out / "research", research_concurrency, progress,
                                            system_prompt_file, costs, build_agent)
@@ -73,7 +75,7 @@ async def run_eval(settings: Settings, benchmark: Benchmark, items: list[EvalIte
             summary = await runner.run(rows, source)
         costs["generate"] = {"items": summary.total, "rendered_now": summary.total - summary.skipped,
                              "failed": summary.failed, "seconds": round(time.monotonic() - started, 2)}
-        generated = json.loads((out / "images" / "results.json").read_text(encoding="utf-8"))
+        generated = read_records(out / "images" / "results.json", JudgedRow, skip=lambda row: bool(row.get("pending")))
         started = time.monotonic()
         judging = JudgeRunner(judge, kind, concurrency=settings.judge.concurrency, explanations=explanations_of(items))
         with progress("judge", len(generated)) as reporter:
@@ -90,19 +92,19 @@ async def run_eval(settings: Settings, benchmark: Benchmark, items: list[EvalIte
     write_json_atomic(out / "costs.json", costs)
     from gensearcher.evaluate.report import write_report
 
-    write_report(out, tables, judged, title=f"{benchmark}{' (baseline)' if baseline else ''}")
+    write_report(out, tables, [row.to_json() for row in judged], title=f"{benchmark}{' (baseline)' if baseline else ''}")
     return {"scores": tables.get("overall"), "costs": costs, "out": str(out)}
 
 
-def score_tables(kind: Kind, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def score_tables(kind: Kind, rows: list[JudgedRow]) -> dict[str, Any]:
     items = item_results(rows)
     if kind == "knowgen":
         return {"benchmark": "knowgen", **knowgen_tables(items)}
     return {"benchmark": kind, **wise_tables(items, "legacy" if kind == "wise-legacy" else "verified")}
 
 
-async def _research(settings: Settings, items: list[EvalItem], out: Path, concurrency: int, progress: Progress,
-                    system_prompt_file: Path | None, costs: dict[str, Any], build_agent: Any) -> tuple[list[dict[str, Any]], Path]:
+async def _research(settings: Settings, items: list[Task], out: Path, concurrency: int, progress: Progress,
+                    system_prompt_file: Path | None, costs: dict[str, Any], build_agent: Any) -> tuple[list[ResearchRow], Path]:
     from gensearcher.agent import BatchRunner
 
     started = time.monotonic()
@@ -110,15 +112,17 @@ async def _research(settings: Settings, items: list[EvalItem], out: Path, concur
     try:
         with progress("research", len(items)) as reporter:
             runner = BatchRunner(agent, out, concurrency=concurrency, resume=True, on_item=reporter.update)
-            summary = await runner.run([item.task() for item in items])
+            summary = await runner.run(items)
     finally:
         await agent.policy.aclose()
         await tools.aclose()
-    trajectories = [json.loads(p.read_text(encoding="utf-8")) for p in (out / "trajectories").glob("*.json")]
+    # Costs of this benchmark's items only (the folder may hold trajectories of earlier, larger runs).
+    wanted = {trajectory_filename(item.id) for item in items}
+    trajectories = [load_trajectory(p) for p in (out / TRAJECTORY_DIR).glob("*.json") if p.name in wanted]
     costs["research"] = {"items": summary.total, "researched_now": summary.ran, "terminations": summary.terminations,
-                         "policy_calls": sum(len(t["steps"]) for t in trajectories),
-                         "prompt_tokens": sum(t["usage"]["prompt_tokens"] for t in trajectories),
-                         "completion_tokens": sum(t["usage"]["completion_tokens"] for t in trajectories),
-                         "tool_calls": sum(1 for t in trajectories for s in t["steps"] if s["tool_call"]),
+                         "policy_calls": sum(len(t.steps) for t in trajectories),
+                         "prompt_tokens": sum(t.usage.prompt_tokens for t in trajectories),
+                         "completion_tokens": sum(t.usage.completion_tokens for t in trajectories),
+                         "tool_calls": sum(len(t.tool_calls) for t in trajectories),
                          "seconds": round(time.monotonic() - started, 2)}
-    return json.loads((out / "results.json").read_text(encoding="utf-8")), out / "results.json"
+    return read_records(out / "results.json", ResearchRow), out / "results.json"

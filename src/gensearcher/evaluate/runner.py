@@ -11,139 +11,167 @@ rerun skip finished judgements, so rewriting a large file after every item would
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gensearcher._concurrency import gather_or_cancel
-from gensearcher._files import write_atomic
+from gensearcher.data import JudgedRow, PathNotFound, Scores, SummaryRow, Task, ThrottledWriter, json_array, read_records
+from gensearcher.data.io import dumps, resolve_path, unique_ids
 from gensearcher.errors import UserError
-from gensearcher.evaluate.data import EvalItem
+from gensearcher.evaluate.scores import GROUPS, ItemResult, knowgen_means, knowgen_overall_means
 from gensearcher.judge.judge import Judge, JudgeError, Kind
-from gensearcher.evaluate.scores import GROUPS, ItemResult, knowgen_aggregate
 
 SUMMARY_KEY = "summary_type"
-WRITE_EVERY_S = 1.0
 
 
-def load_rows(path: Path) -> list[dict[str, Any]]:
+def _not_an_item(row: dict[str, Any]) -> bool:
+    return SUMMARY_KEY in row or bool(row.get("pending"))
+
+
+def load_rows(path: Path) -> list[JudgedRow]:
+    """The item rows of a generation or evaluation file (JSON or JSONL), summary and pending rows left out.
+
+    A row without an `id` gets its index, as the reference evaluator does.
+    """
     if not path.is_file():
         raise UserError(f"results file not found: {path}")
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(rows, list):
-        raise UserError(f"{path} must hold a list")
-    return [row for row in rows if isinstance(row, dict) and SUMMARY_KEY not in row and not row.get("pending")]
+    rows = read_records(path, JudgedRow, skip=_not_an_item)
+    unique_ids(rows, path)
+    return rows
 
 
 class JudgeRunner:
+    """Judge generation rows with one `Judge`, at most `concurrency` at once, resumable by `scores`.
+
+    Args:
+        judge: the judge (its cache is what makes a rerun skip finished judgements).
+        kind: knowgen, wise-legacy or wise-verified.
+        concurrency: judgements in flight.
+        explanations: WISE's judging guides by item id (never part of the rows).
+        on_item: called after each item with (row, finished count, total).
+    """
+
     def __init__(self, judge: Judge, kind: Kind, *, concurrency: int = 32,
                  explanations: dict[str, str] | None = None,
-                 on_item: Callable[[dict[str, Any], int, int], None] | None = None):
+                 on_item: Callable[[JudgedRow, int, int], None] | None = None):
+        if concurrency < 1:
+            raise UserError("concurrency must be at least 1")
         self.judge = judge
         self.kind = kind
         self.concurrency = concurrency
         self.explanations = explanations or {}
         self.on_item = on_item
 
-    async def run(self, rows: list[dict[str, Any]], source: Path, out: Path) -> list[dict[str, Any]]:
-        previous = {str(r["id"]): r for r in load_rows(out)} if out.exists() else {}
-        done = {key: row for key, row in previous.items() if isinstance(row.get("scores"), dict)}
-        order = [str(row["id"]) for row in rows]
-        lock, limit, finished = asyncio.Lock(), asyncio.Semaphore(self.concurrency), len(done)
-        todo = [row for row in rows if str(row["id"]) not in done]
-        last_write = 0.0
+    async def run(self, rows: list[JudgedRow], source: Path, out: Path) -> list[JudgedRow]:
+        previous = {str(r.id): r for r in load_rows(out)} if out.exists() else {}
+        done = {key: row for key, row in previous.items() if row.scores is not None}
+        order = [str(row.id) for row in rows]
+        limit, finished = asyncio.Semaphore(self.concurrency), len(done)
+        todo = [row for row in rows if str(row.id) not in done]
+        writer = ThrottledWriter(out, order, json_array, tail=lambda: self._summary(order, done))
+        for key, row in done.items():
+            writer.put(key, dumps(row))
 
-        async def one(row: dict[str, Any]) -> None:
-            nonlocal finished, last_write
+        async def one(row: JudgedRow) -> None:
+            nonlocal finished
             async with limit:
-                judged = await self._judge_row(row, source.parent)
-            async with lock:
-                done[str(row["id"])] = judged
-                if time.monotonic() - last_write >= WRITE_EVERY_S:
-                    self._write(out, order, done)
-                    last_write = time.monotonic()
-                finished += 1
-                if self.on_item:
-                    self.on_item(judged, finished, len(rows))
+                judged = await self._judge_row(row, source)
+            done[str(row.id)] = judged
+            writer.put(str(row.id), dumps(judged))
+            finished += 1
+            await writer.maybe_write()
+            if self.on_item:
+                self.on_item(judged, finished, len(rows))
 
+        tasks = [asyncio.ensure_future(one(row)) for row in todo]
         try:
-            await gather_or_cancel(one(row) for row in todo)
-        finally:
-            self._write(out, order, done)  # also when interrupted: keep what was judged
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            writer.flush_sync()  # also when interrupted: keep what was judged
+            raise
+        await writer.flush()
         return [done[key] for key in order if key in done]
 
-    async def _judge_row(self, row: dict[str, Any], base: Path) -> dict[str, Any]:
-        out = dict(row)
-        if not row.get("success") or not row.get("output_path"):
-            return {**out, "eval_success": False, "scores": None, "error": f"not generated: {row.get('error') or 'no image'}"}
-        generated = _resolve(str(row["output_path"]), base)
+    def _summary(self, order: list[str], done: dict[str, JudgedRow]) -> list[str]:
+        if self.kind != "knowgen":
+            return []
+        return [dumps(row) for row in reference_summary_rows(item_results([done[k] for k in order if k in done]))]
+
+    async def _judge_row(self, row: JudgedRow, source: Path) -> JudgedRow:
+        out = row.model_copy(deep=True)
+        if not row.success or not row.output_path:
+            return _failed(out, f"not generated: {row.error or 'no image'}")
         try:
+            generated = resolve_path(row.output_path, source, what="generated image")
             if self.kind == "knowgen":
-                if not row.get("gt_image"):
+                if not row.gt_image:
                     raise JudgeError("no gt_image")
-                score = await self.judge.knowgen(row["id"], row["prompt"], generated, _resolve(str(row["gt_image"]), base))
+                truth = resolve_path(row.gt_image, source, what="gt_image")
+                score = await self.judge.knowgen(row.id, row.prompt or "", generated, truth)
             else:
-                explanation = self.explanations.get(str(row["id"])) or row.get("explanation")
+                explanation = self.explanations.get(str(row.id)) or (row.model_extra or {}).get("explanation")
                 if not explanation:
                     raise JudgeError("no explanation for this item")
                 version = "legacy" if self.kind == "wise-legacy" else "verified"
-                score = await self.judge.wise(version, row["prompt"], explanation, generated)
+                score = await self.judge.wise(version, row.prompt or "", str(explanation), generated)
+        except PathNotFound as exc:
+            return _failed(out, str(exc))
         except JudgeError as exc:
-            return {**out, "eval_success": False, "scores": None, "error": str(exc), "judge_raw": exc.raw or None}
-        scores: dict[str, Any] = {"rationale": score.rationale, **score.scores, "overall": score.overall}
+            failed = _failed(out, str(exc))
+            failed.judge_raw = exc.raw or None
+            return failed
+        scores = Scores(rationale=score.rationale, **score.scores, overall=score.overall)
         if score.text_accuracy_na:
-            scores["text_accuracy_na"] = True
-        return {**out, "eval_success": True, "scores": scores, "error": None, "judge_raw": score.raw}
-
-    def _write(self, path: Path, order: list[str], done: dict[str, dict[str, Any]]) -> None:
-        rows = [done[key] for key in order if key in done]
-        if self.kind == "knowgen":
-            rows += reference_summary_rows(item_results(rows))
-        write_atomic(path, json.dumps(rows, ensure_ascii=False, indent=1).encode("utf-8"))
+            scores.text_accuracy_na = True
+        out.eval_success, out.scores, out.error, out.judge_raw = True, scores, None, score.raw
+        return out
 
 
-def _resolve(path: str, base: Path) -> Path:
-    candidate = Path(path)
-    return candidate if candidate.is_absolute() else (base / candidate).resolve()
+def _failed(row: JudgedRow, error: str) -> JudgedRow:
+    row.eval_success, row.scores, row.error = False, None, error
+    return row
 
 
-def item_results(rows: list[dict[str, Any]]) -> list[ItemResult]:
+def item_results(rows: list[JudgedRow]) -> list[ItemResult]:
     """Evaluation rows as scored items (failed generations and judgements included, marked)."""
     results = []
     for row in rows:
-        if SUMMARY_KEY in row:
-            continue
-        meta = row.get("meta") or {}
-        scores = row.get("scores") if isinstance(row.get("scores"), dict) else None
-        failure = None if scores else ("generation" if not row.get("success") else "judgement")
-        numeric = {k: float(v) for k, v in (scores or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        results.append(ItemResult(id=row["id"], category=str(meta.get("category", row.get("category", ""))),
-                                  difficulty=str(meta.get("difficulty", "")), judged=scores is not None, scores=numeric,
-                                  text_na=bool(scores and scores.get("text_accuracy_na")),
+        scores = row.scores
+        failure = None if scores else ("generation" if not row.success else "judgement")
+        numeric: dict[str, float] = {}
+        if scores is not None:
+            for key in (*Scores.model_fields, *(scores.model_extra or {})):
+                value = scores.number(key)
+                if value is not None:
+                    numeric[key] = value
+        category = row.meta.category or str((row.model_extra or {}).get("category", ""))
+        results.append(ItemResult(id=row.id, category=category, difficulty=row.meta.difficulty or "",
+                                  judged=scores is not None, scores=numeric,
+                                  text_na=bool(scores and scores.text_accuracy_na),
                                   overall=float(numeric.get("overall", 0.0)), failure=failure))
     return results
 
 
-def reference_summary_rows(items: list[ItemResult]) -> list[dict[str, Any]]:
-    """The three summary rows of the reference format (0-1 scale, failures left out, as it computes them)."""
+def reference_summary_rows(items: list[ItemResult]) -> list[SummaryRow]:
+    """The three summary rows of the reference format, on 0-1, computed as the reference evaluator does:
+    failures left out, a group without items counting 0 in `overall_avg`."""
+
+    def shape(means: dict[str, float]) -> dict[str, float]:
+        return {**{k: round(v, 4) for k, v in means.items() if k != "k_score"}, "overall": round(means["k_score"], 4)}
+
     rows = []
-    values = {}
     for group, categories in GROUPS.items():
         members = [item for item in items if item.category.lower() in categories]
-        aggregate = knowgen_aggregate(members, strict=False)
-        values[group] = {**{k: round(v / 100, 4) for k, v in aggregate.items() if k != "k_score"},
-                         "overall": round(aggregate["k_score"] / 100, 4)}
-        rows.append({SUMMARY_KEY: group, "avg_scores": values[group], "count": sum(1 for m in members if m.judged)})
-    keys = values["science_and_knowledge"].keys()
-    average = {key: round((values["science_and_knowledge"][key] + values["pop_culture_and_news"][key]) / 2, 4) for key in keys}
-    rows.append({SUMMARY_KEY: "overall_avg", "avg_scores": average, "count": sum(r["count"] for r in rows)})
+        rows.append(SummaryRow(summary_type=group, avg_scores=shape(knowgen_means(members, strict=False)),
+                               count=sum(1 for m in members if m.judged)))
+    known = [item for item in items if any(item.category.lower() in c for c in GROUPS.values())]
+    rows.append(SummaryRow(summary_type="overall_avg", avg_scores=shape(knowgen_overall_means(known, strict=False)),
+                           count=sum(r.count for r in rows)))
     return rows
 
 
-def explanations_of(items: list[EvalItem]) -> dict[str, str]:
+def explanations_of(items: list[Task]) -> dict[str, str]:
     return {str(item.id): item.explanation for item in items if item.explanation}

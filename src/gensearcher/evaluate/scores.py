@@ -2,7 +2,8 @@
 
 KnowGen, per group: the means of faithfulness, visual correctness and aesthetics over judged items, text
 accuracy over the items where text applies (0.5 if none), then K = 0.1 f + 0.4 v + 0.4 t + 0.1 a; overall
-is the mean of the two groups; everything on 0-100. The reference system leaves failed generations and
+is the mean of the two groups, a group without items counting 0 (as the reference's `overall_avg`); the
+tables are on 0-100, `results_eval.json`'s summary rows on 0-1, both from the same unrounded means. The reference system leaves failed generations and
 failed judgements out; the strict variant counts them as 0. Both are reported, with their counts.
 Confidence intervals are percentile bootstraps (seeded, so a table is reproducible).
 """
@@ -46,27 +47,46 @@ class ItemResult(BaseModel):
 # -- KnowGen ------------------------------------------------------------------------------------------
 
 
-def knowgen_aggregate(items: Sequence[ItemResult], *, strict: bool) -> dict[str, float]:
-    """Dimension means and K on 0-100 for one set of items (a group, a category ...)."""
+def knowgen_means(items: Sequence[ItemResult], *, strict: bool, snap: bool = False) -> dict[str, float]:
+    """Dimension means and K on 0-1, unrounded, for one set of items (a group, a category ...).
+
+    The reference computation (`strict=False`): means over judged items, text accuracy over the judged
+    items whose text applies (0.5 if none), K from the means. `strict=True` counts failed generations and
+    judgements as 0. `snap=True` (strict only) reads every dimension snapped to {0, 0.5, 1} first.
+    """
+    if snap and not strict:
+        raise ValueError("snapping is an option of the strict table only")
     pool = list(items) if strict else [item for item in items if item.judged]
     if not pool:
         return {**{d: 0.0 for d in DIMENSIONS}, "k_score": 0.0}
 
     def value(item: ItemResult, dimension: str) -> float:
-        return item.scores.get(dimension, 0.0) if item.judged else 0.0
+        score = item.scores.get(dimension, 0.0) if item.judged else 0.0
+        return min((0.0, 0.5, 1.0), key=lambda option: (abs(option - score), option)) if snap else score
 
     means = {d: fmean(value(item, d) for item in pool) for d in ("faithfulness", "visual_correctness", "aesthetics")}
     applicable = [item for item in pool if not (item.judged and item.text_na)]
     means["text_accuracy"] = fmean(value(item, "text_accuracy") for item in applicable) if applicable else 0.5
     k = 0.1 * means["faithfulness"] + 0.4 * means["visual_correctness"] + 0.4 * means["text_accuracy"] + 0.1 * means["aesthetics"]
-    return {**{d: round(100 * means[d], 2) for d in DIMENSIONS}, "k_score": round(100 * k, 2)}
+    return {**{d: means[d] for d in DIMENSIONS}, "k_score": k}
+
+
+def knowgen_aggregate(items: Sequence[ItemResult], *, strict: bool, snap: bool = False) -> dict[str, float]:
+    """`knowgen_means` on 0-100, rounded to 2 decimals (the tables' scale)."""
+    return {key: round(100 * value, 2) for key, value in knowgen_means(items, strict=strict, snap=snap).items()}
+
+
+def knowgen_overall_means(items: Sequence[ItemResult], *, strict: bool, snap: bool = False) -> dict[str, float]:
+    """The overall row on 0-1: every key the mean of the two groups, a group without items counting 0
+    (as the reference's `overall_avg` does)."""
+    by_group = _by_group(items)
+    per_group = [knowgen_means(members, strict=strict, snap=snap) for members in by_group.values()]
+    return {key: fmean(group[key] for group in per_group) for key in (*DIMENSIONS, "k_score")}
 
 
 def knowgen_overall(items: Sequence[ItemResult], *, strict: bool) -> float:
-    """Overall K (0-100): the mean of the two groups' K (a group without items counts as absent)."""
-    by_group = _by_group(items)
-    values = [knowgen_aggregate(members, strict=strict)["k_score"] for members in by_group.values() if members]
-    return round(fmean(values), 2) if values else 0.0
+    """Overall K (0-100): the mean of the two groups' K, a group without items counting 0."""
+    return round(100 * knowgen_overall_means(items, strict=strict)["k_score"], 2)
 
 
 def _by_group(items: Sequence[ItemResult]) -> dict[str, list[ItemResult]]:
@@ -95,33 +115,37 @@ def bootstrap_ci(items: Sequence[ItemResult], statistic: Callable[[Sequence[Item
     return [round(values[int(0.025 * (len(values) - 1))], 2), round(values[int(0.975 * (len(values) - 1))], 2)]
 
 
-def knowgen_tables(items: Sequence[ItemResult], *, resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Overall, per group, per category and per difficulty; reference and strict side by side, with CIs."""
+def knowgen_tables(items: Sequence[ItemResult], *, resamples: int = 1000, seed: int = 0,
+                   strict_snap: bool = False) -> dict[str, Any]:
+    """Overall, per group, per category and per difficulty; reference and strict side by side, with CIs.
+
+    The reference numbers are the reference evaluator's (and equal 100x the summary rows of
+    `results_eval.json`); `strict_snap` snaps the strict table's scores to {0, 0.5, 1}.
+    """
     known = [item for item in items if item.category.lower() in GROUP_OF]
     unknown = Counter(item.category or "(none)" for item in items if item.category.lower() not in GROUP_OF)
 
     def row(members: Sequence[ItemResult]) -> dict[str, Any]:
-        return {"reference": knowgen_aggregate(members, strict=False), "strict": knowgen_aggregate(members, strict=True),
+        return {"reference": knowgen_aggregate(members, strict=False),
+                "strict": knowgen_aggregate(members, strict=True, snap=strict_snap),
                 "ci95_reference_k": bootstrap_ci(members, lambda s: knowgen_aggregate(s, strict=False)["k_score"],
                                                  resamples=resamples, seed=seed),
                 **_counts(members)}
 
     by_group = _by_group(known)
-    groups = {group: row(members) for group, members in by_group.items()}
     overall = {
-        "reference": {d: round(fmean(groups[g]["reference"][d] for g in groups if by_group[g]), 2) if known else 0.0
-                      for d in (*DIMENSIONS, "k_score")},
-        "strict": {d: round(fmean(groups[g]["strict"][d] for g in groups if by_group[g]), 2) if known else 0.0
-                   for d in (*DIMENSIONS, "k_score")},
+        "reference": {k: round(100 * v, 2) for k, v in knowgen_overall_means(known, strict=False).items()},
+        "strict": {k: round(100 * v, 2) for k, v in knowgen_overall_means(known, strict=True, snap=strict_snap).items()},
         "ci95_reference_k": bootstrap_ci(known, lambda s: knowgen_overall(s, strict=False), resamples=resamples, seed=seed,
                                          strata=lambda item: GROUP_OF[item.category.lower()]),
+        "strict_snapped": strict_snap,
         **_counts(known),
     }
     categories = sorted({item.category.lower() for item in known})
     difficulties = sorted({item.difficulty for item in known if item.difficulty})
     return {
         "overall": overall,
-        "groups": groups,
+        "groups": {group: row(members) for group, members in by_group.items()},
         "categories": {c: row([i for i in known if i.category.lower() == c]) for c in categories},
         "difficulties": {d: row([i for i in known if i.difficulty == d]) for d in difficulties},
         "unknown_categories": dict(unknown),

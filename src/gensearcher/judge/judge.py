@@ -3,8 +3,8 @@
 Any OpenAI-compatible vision model, at temperature 0, through the same chat client as the policy
 (retries with backoff on 429/5xx, a total deadline). Calls are bounded by a semaphore and cached by
 (model, rubric, request, image hashes): the same inputs are never judged twice, which also makes an
-interrupted evaluation resume without repeating a call. Answers are parsed leniently, scores snapped to
-the allowed values, and the raw answer is kept.
+interrupted evaluation resume without repeating a call. Answers are parsed leniently; KnowGen scores are
+read as the reference evaluator reads them (clipped, not snapped), and the raw answer is kept.
 """
 
 from __future__ import annotations
@@ -63,22 +63,39 @@ def knowgen_overall(f: float, v: float, t: float, a: float, *, text_na: bool) ->
     return 0.1 * f + 0.4 * v + 0.4 * (0.5 if text_na else t) + 0.1 * a
 
 
+def clip_score(value: Any) -> float:
+    """A KnowGen dimension as the reference evaluator reads it: a number clipped to [0, 1], 2 decimals.
+
+    Judges write 0.75, 0.7 or 1.2 as freely as 0, 0.5 and 1; the reference keeps those values (it does
+    not snap them), so ours does too. Raises ValueError for what is not a number.
+    """
+    number = float(value)
+    if number != number:  # NaN
+        raise ValueError("a score is not a number")
+    return round(min(1.0, max(0.0, number)), 2)
+
+
 def parse_judgement(kind: Kind, raw: str) -> JudgeScore:
-    """A judge answer as scores. Raises ValueError with the reason when it is not usable."""
+    """A judge answer as scores. Raises ValueError with the reason when it is not usable.
+
+    KnowGen follows the reference evaluator exactly: each dimension clipped and rounded (`clip_score`), a
+    missing dimension counts 0, `text_accuracy_na` makes text accuracy 0.5, and the item's overall is
+    rounded to 2 decimals. WISE and the text reward snap to their allowed values, as their references do.
+    """
     data = loads_lenient(raw)
     if not isinstance(data, dict):
         raise ValueError("the answer is not a JSON object")
-    rationale = str(data.get("rationale", ""))[:2000]
+    rationale = str(data.get("rationale", ""))[:1000]
     if kind == "knowgen":
-        missing = [key for key in KNOWGEN_DIMENSIONS if key not in data]
-        if missing:
-            raise ValueError(f"missing scores: {', '.join(missing)}")
-        scores = {key: snap(data[key], (0.0, 0.5, 1.0)) for key in KNOWGEN_DIMENSIONS}
+        try:
+            scores = {key: clip_score(data[key]) if key in data else 0.0 for key in KNOWGEN_DIMENSIONS}
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError("a score is not a number") from None
         na = str(data.get("text_accuracy_na", False)).strip().lower() in ("true", "1", "yes")
         if na:
             scores["text_accuracy"] = 0.5
-        overall = knowgen_overall(*(scores[k] for k in KNOWGEN_DIMENSIONS), text_na=na)
-        return JudgeScore(kind=kind, scores=scores, overall=round(overall, 4), rationale=rationale, text_accuracy_na=na, raw=raw)
+        overall = min(1.0, max(0.0, round(knowgen_overall(*(scores[k] for k in KNOWGEN_DIMENSIONS), text_na=na), 2)))
+        return JudgeScore(kind=kind, scores=scores, overall=overall, rationale=rationale, text_accuracy_na=na, raw=raw)
     if kind == "wise-legacy":
         keys = {"consistency": ("consistency",), "realism": ("realism",), "aesthetic_quality": ("aesthetic_quality", "aesthetic")}
         scores = {}
