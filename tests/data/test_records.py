@@ -1,0 +1,87 @@
+"""The records and the one reader: the reference files load, unknown fields survive, bad input is clear."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gensearcher.agent.batch import item_filename, load_tasks
+from gensearcher.data import GenerationRow, JudgedRow, ResearchRow, Task, read_records, read_rows
+from gensearcher.errors import UserError
+
+
+@pytest.mark.parametrize("text", [
+    '{\n  "id": 7,\n  "prompt": "one task, pretty-printed"\n}\n',
+    '[{"id": 7, "prompt": "one task, pretty-printed"}]',
+    '\ufeff{"id": 7, "prompt": "one task, pretty-printed"}\n\n',
+])
+def test_one_reader_decides_by_content(tmp_path, text):
+    path = tmp_path / "tasks.jsonl"  # the suffix says JSONL; the content decides
+    path.write_text(text, encoding="utf-8")
+    assert [(t.id, t.prompt) for t in load_tasks(path)] == [(7, "one task, pretty-printed")]
+
+
+def test_jsonl_and_its_errors_name_the_line(tmp_path):
+    path = tmp_path / "tasks.json"
+    path.write_text('{"id": "a", "prompt": "x"}\n\n{"prompt": "y"}\n')
+    assert [t.id for t in load_tasks(path)] == ["a", 1]  # a missing id is the index among the items
+    path.write_text('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": \n')
+    with pytest.raises(UserError, match="line 2 is not valid JSON"):
+        read_rows(path)
+    path.write_text('[{"id": 1, "prompt": "x"},')
+    with pytest.raises(UserError, match="not valid JSON"):
+        read_rows(path)
+
+
+def test_null_ids_and_blank_prompts_are_errors(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text('[{"id": null, "prompt": "x"}]')
+    with pytest.raises(UserError, match="item 0: id is null"):
+        load_tasks(path)
+    path.write_text('[{"id": 1, "prompt": ""}]')
+    with pytest.raises(UserError, match="item 0: prompt"):
+        load_tasks(path)
+
+
+def test_rows_keep_unknown_fields_and_read_legacy_names(tmp_path):
+    research = {"id": 5, "prompt": "p", "meta": {"category": "film", "source": "kg-v2"}, "termination": "answer",
+                "gen_prompt": "g", "reference_images": [{"img_id": "IMG_001", "note": "n", "local_path": "r.jpg",
+                                                         "url": None, "title": "t", "extra": 1}],
+                "gen_image": "gt/5.png", "trajectory_messages": [{"role": "user", "content": "p", "images": []}],
+                "elapsed": 3.5}
+    row = ResearchRow.model_validate(research)
+    assert row.gt_image == "gt/5.png" and row.meta.category == "film"
+    dumped = row.to_json()
+    assert dumped["elapsed"] == 3.5 and dumped["meta"]["source"] == "kg-v2" and dumped["reference_images"][0]["extra"] == 1
+    assert "gen_image" not in dumped and dumped["gt_image"] == "gt/5.png"
+    generation = {"id": 5, "prompt": "p", "gen_prompt": "g", "meta": {}, "gt_image": "/x.png", "used_prompt": "g",
+                  "used_images": [], "output_path": "/o.png", "success": True, "suffix": "qwen"}
+    assert GenerationRow.model_validate(generation).to_json() == generation
+    judged = {**generation, "eval_success": True, "scores": {"rationale": "r", "faithfulness": 1, "visual_correctness": 0.7,
+                                                            "text_accuracy": 0.5, "aesthetics": 1, "overall": 0.78,
+                                                            "text_accuracy_na": True}}
+    assert JudgedRow.model_validate(judged).to_json() == judged
+
+
+def test_rows_without_ids_get_their_index_and_summaries_are_skipped(tmp_path):
+    path = tmp_path / "results_eval.json"
+    path.write_text(json.dumps([{"success": True, "prompt": "a"}, {"id": "x", "success": False},
+                                {"summary_type": "overall_avg", "avg_scores": {}, "count": 0}]))
+    rows = read_records(path, JudgedRow, skip=lambda row: "summary_type" in row)
+    assert [row.id for row in rows] == [0, "x"]
+
+
+def test_explanations_are_never_written(tmp_path):
+    task = Task(id=1, prompt="a candle in space", explanation="SECRET-GUIDE")
+    assert "SECRET-GUIDE" not in task.model_dump_json() and "explanation" not in task.to_json()
+
+
+def test_file_names_are_different_for_different_ids():
+    ids = ["t.1", "t.2", "t", "a b", "a_b", "a_b-7dbde93504", "../../etc/passwd", "..", ".hidden", "x" * 200,
+           "x" * 201, "é", "e", "IMG 1", 12, "12.5", "a/b", "a\\b", "a_b~" + "0" * 16]
+    names = [item_filename(value, ".png") for value in ids]
+    assert len(set(names)) == len(ids), names
+    for name in names:
+        assert "/" not in name and "\\" not in name and not name.startswith(".") and len(name) < 120
+    assert item_filename("t.1", ".png") == "t.1.png" and item_filename(12, ".json") == "12.json"
