@@ -147,7 +147,8 @@ class Agent:
                     started_at=resume.started_at, earlier_s=resume.duration_s)
 
     def _record(self, run: _Run, termination: Termination | None, error: str | None, clock: float) -> Trajectory:
-        return Trajectory(
+        # Built without re-validating: every part is already a validated model (this runs every round).
+        return Trajectory.model_construct(
             task=run.task,
             messages=list(run.messages),
             steps=list(run.steps),
