@@ -147,3 +147,19 @@ def test_unsafe_ids_get_safe_unique_file_names():
     assert trajectory_filename(12) == "12.json"
     weird = trajectory_filename("../../etc/passwd")
     assert "/" not in weird and weird.endswith(".json") and weird != trajectory_filename("../../etc/passwd2")
+
+
+async def test_resume_reruns_a_task_whose_prompt_changed(make_agent, tmp_path):
+    items = knowgen_items(2)
+    tasks = load_tasks_from(tmp_path, items)
+    with ScriptedPolicyServer(script_for(items)) as server:
+        await BatchRunner(make_agent(server), tmp_path / "out").run(tasks)
+    items[1]["prompt"] = "prompt 1, reworded"
+    changed = load_tasks_from(tmp_path, items)
+    script = script_for(items) | {"prompt 1, reworded": script_for(knowgen_items(2))["prompt 1"]}
+    with ScriptedPolicyServer(script) as server:
+        summary = await BatchRunner(make_agent(server), tmp_path / "out", resume=True).run(changed)
+        asked = {request["messages"][1]["content"] for request in server.requests}
+    assert asked == {"prompt 1, reworded"} and summary.skipped == 1
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert rows[1]["prompt"] == "prompt 1, reworded"

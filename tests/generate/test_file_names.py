@@ -1,0 +1,47 @@
+"""Ids that look alike never share an output file: `t.1` and `t.2`, `a b` and its slug."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+from PIL import Image
+
+from gensearcher.generate.base import GenerationRequest, GenerationResult
+from gensearcher.generate.batch import GenerateRunner, load_research_results
+
+
+class ColourOfThePrompt:
+    """A generator whose picture is a colour derived from the prompt, so every item's image differs."""
+
+    name = "colour"
+    max_references = 0
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        digest = hashlib.sha256(request.prompt.encode()).digest()
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 32), tuple(digest[:3])).save(buffer, format="PNG")
+        return GenerationResult(image_png=buffer.getvalue(), width=32, height=32, backend=self.name)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_lookalike_ids_get_their_own_images(tmp_path):
+    ids = ["t.1", "t.2", "t", "a b", "a_b", "a_b~" + "0" * 16]
+    rows = [{"id": value, "prompt": f"prompt {value}", "termination": "answer", "gen_prompt": f"picture {value}"}
+            for value in ids]
+    source = tmp_path / "results.json"
+    source.write_text(json.dumps(rows))
+    summary = await GenerateRunner(ColourOfThePrompt(), tmp_path / "out", mode="text_only").run(
+        load_research_results(source), source)
+    assert summary.succeeded == len(ids)
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    paths = [row["output_path"] for row in written]
+    assert len(set(paths)) == len(ids)
+    colours = set()
+    for path in paths:
+        with Image.open(path) as image:
+            colours.add(image.getpixel((0, 0)))
+    assert len(colours) == len(ids)  # no image overwrote another
