@@ -32,7 +32,9 @@ def validate_answer(payload: dict[str, Any], registry: ImageRegistry, *, max_ref
         if isinstance(item, str):
             item = {"img_id": item}
         if not isinstance(item, dict) or not isinstance(item.get("img_id"), str):
-            problems.append('each reference image must be an object with an "img_id" string')
+            shape = 'each reference image must be an object with an "img_id" string'
+            if shape not in problems:
+                problems.append(shape)
             continue
         image = registry.get(item["img_id"])
         if image is None:
@@ -44,12 +46,12 @@ def validate_answer(payload: dict[str, Any], registry: ImageRegistry, *, max_ref
             refs[image.img_id] = ReferenceImage(**image.model_dump(), note=note if isinstance(note, str) else "")
     if unknown:
         known = ", ".join(image.img_id for image in registry.all()) or "none yet"
-        problems.append(f"unknown image id(s) {', '.join(unknown)}; the ids you have seen are: {known}")
+        problems.append(f"unknown image id(s) {_listed(unknown)}; the ids you have seen are: {known}")
     if len(refs) > max_refs:
         problems.append(f"{len(refs)} reference images were cited; choose at most {max_refs}")
     if problems:
         return problems
-    ids = sorted(refs, key=lambda img_id: int(normalise_img_id(img_id)[4:]))
+    ids = sorted(refs, key=_id_number)
     first_seen = list(dict.fromkeys(order))
     return Answer(
         gen_prompt=str(gen_prompt).strip(),
@@ -57,3 +59,15 @@ def validate_answer(payload: dict[str, Any], registry: ImageRegistry, *, max_ref
         reordered=first_seen != ids,
         duplicates_removed=len(order) - len(refs),
     )
+
+
+def _id_number(img_id: str) -> int:
+    """The number of a registry id (IMG_007 -> 7); registry ids are ours, so this cannot fail on them."""
+    return int(normalise_img_id(img_id)[4:])
+
+
+def _listed(ids: list[str], *, most: int = 8, width: int = 24) -> str:
+    """Ids the model wrote, as they go back into an observation: a few, each cut short."""
+    shown = [i if len(i) <= width else f"{i[:width]}... ({len(i)} characters)" for i in ids[:most]]
+    more = f" and {len(ids) - most} more" if len(ids) > most else ""
+    return ", ".join(shown) + more

@@ -25,6 +25,7 @@ from gensearcher.agent.protocol import (
     AnswerTurn,
     InvalidTurn,
     ToolCallTurn,
+    Turn,
     parse_turn,
     strip_hallucinated_observation,
 )
@@ -74,6 +75,8 @@ class Agent:
         max_pixels: pixel cap of every image shown to the policy.
         image_dir: where the capped copies of those images are stored.
         system_template: a system prompt template (default: ours); see `gensearcher.agent.prompts`.
+        framing: how fixed texts and observations reach the model (default: ours); `Framing(texts)` with
+            the reference system's texts reproduces its setting exactly (and ignores `system_template`).
         record: extra data stored in every trajectory (the masked configuration).
     """
 
@@ -87,6 +90,7 @@ class Agent:
         max_pixels: int,
         image_dir: Path,
         system_template: str | None = None,
+        framing: prompts.Framing | None = None,
         record: dict[str, Any] | None = None,
     ):
         self.policy = policy
@@ -95,7 +99,8 @@ class Agent:
         self.max_refs = max_refs
         self.max_pixels = max_pixels
         self.image_dir = image_dir
-        self.system_prompt = prompts.render_system_prompt(
+        self.framing = framing or prompts.Framing()
+        self.system_prompt = self.framing.system_prompt(
             system_template or prompts.default_system_template(),
             date=config.today(),
             tools=toolbox.schemas_json(),
@@ -126,7 +131,7 @@ class Agent:
                 if checkpoint is not None:
                     await checkpoint(self._record(run, None, None, clock))
             else:
-                run.messages.append(Message(role="user", text=prompts.FINAL_ROUND_MESSAGE))
+                run.messages.append(self.framing.final_round())
                 termination = await self._round(run, self.config.max_llm_calls + 1, final=True)
         except ContextLengthExceeded as exc:
             termination, error = "context_exceeded", str(exc)
@@ -167,19 +172,40 @@ class Agent:
         )
 
     async def _round(self, run: _Run, round_no: int, *, final: bool) -> Termination | None:
-        """One policy turn and its consequence. Returns a termination, or None to go on."""
+        """One policy turn and its consequence. Returns a termination, or None to go on.
+
+        Whatever the reply holds, reading and acting on it cannot end the trajectory: an exception there
+        (a parser or validator our bounds missed, a bug) becomes a tool error shown to the model.
+        Only the policy's own failures (PolicyError, ContextLengthExceeded) end the run.
+        """
         self._check_context(run)
         response = await self.policy.complete(run.messages, max_tokens=self.config.max_new_tokens_per_turn)
         self._account(run, response)
         text = strip_hallucinated_observation(response.text)
         previous = next((m.text for m in reversed(run.messages) if m.role == "assistant"), None)
         run.messages.append(Message(role="assistant", text=text))
-        turn = parse_turn(text, final_round=final)
+        try:
+            turn: Turn = parse_turn(text, final_round=final)
+        except Exception as exc:
+            turn = InvalidTurn(problem=_unhandled(exc), where="tool_call")
         step = _new_step(round_no, final, text, response, turn.kind)
         run.steps.append(step)
         if text == previous:
             return "repeated_response"
+        try:
+            return await self._act(run, step, turn, response, final=final)
+        except (PolicyError, ContextLengthExceeded):
+            raise
+        except Exception as exc:
+            logger.warning("round %d: handling the reply raised %s", round_no, type(exc).__name__, exc_info=True)
+            step.problem = _unhandled(exc)
+            if final:
+                return "answer_invalid" if isinstance(turn, AnswerTurn) else "no_answer"
+            run.messages.append(self.framing.tool_error(step.problem))
+            return None
 
+    async def _act(self, run: _Run, step: Step, turn: Turn, response: PolicyResponse, *,
+                   final: bool) -> Termination | None:
         if isinstance(turn, AnswerTurn):
             checked = validate_answer(turn.payload, run.registry, max_refs=self.max_refs)
             if isinstance(checked, Answer):
@@ -188,7 +214,7 @@ class Agent:
             step.problem = "; ".join(checked)
             if final:
                 return "answer_invalid"
-            self._observe(run, f"The answer was not accepted: {step.problem}. Fix it and answer again.")
+            run.messages.append(self.framing.answer_rejected(step.problem))
             return None
         if final:
             step.problem = "no answer in the final round"
@@ -196,7 +222,7 @@ class Agent:
         if isinstance(turn, InvalidTurn):
             step.problem = turn.problem
             truncated = response.finish_reason == "length"
-            self._observe(run, prompts.TOO_LONG_MESSAGE if truncated else prompts.FORMAT_MESSAGE.format(problem=turn.problem))
+            run.messages.append(self.framing.invalid_turn(turn.problem, where=turn.where, truncated=truncated))
             return None
         await self._call_tool(run, step, turn)
         return None
@@ -205,11 +231,12 @@ class Agent:
         outcome = await self.toolbox.call(turn.name, turn.arguments)
         run.tools_s += outcome.duration_s
         text, images, image_ids = self._present(run, turn, outcome)
-        if turn.ignored_calls:
-            text += f"\n(Only the first tool call of your reply was run; {turn.ignored_calls} more were ignored.)"
+        text += self.framing.ignored_calls_note(turn.ignored_calls)
         step.tool_call = ToolCallRecord(
             name=turn.name,
-            arguments=outcome.arguments or turn.arguments,
+            arguments=turn.arguments,
+            arguments_run=outcome.arguments if outcome.result.error is None else None,
+            normalised=outcome.normalised,
             result_text=text,
             error=outcome.result.error,
             duration_s=outcome.duration_s,
@@ -245,9 +272,8 @@ class Agent:
         lines.append("--- end of image search result ---")
         return "\n".join(lines), attached, image_ids
 
-    @staticmethod
-    def _observe(run: _Run, text: str, images: list[ImageRef] | None = None) -> None:
-        run.messages.append(Message(role="user", text=f"<tool_response>\n{text}\n</tool_response>", images=images or []))
+    def _observe(self, run: _Run, text: str, images: list[ImageRef] | None = None) -> None:
+        run.messages.append(self.framing.tool_response(text, images))
 
     def _account(self, run: _Run, response: PolicyResponse) -> None:
         run.usage = run.usage + response.usage
@@ -262,6 +288,12 @@ class Agent:
         limit = self.config.max_context_tokens
         if estimate + self.config.max_new_tokens_per_turn > limit:
             raise ContextLengthExceeded(f"the next prompt (~{estimate} tokens) plus a reply would pass the {limit}-token guard")
+
+
+def _unhandled(exc: BaseException) -> str:
+    """What the model is told when its reply raised: the kind of failure, never the (model-made) message."""
+    return (f"the reply could not be handled ({type(exc).__name__}); write one short tool call or answer "
+            "with plain JSON")
 
 
 def _estimate_tokens(message: Message) -> int:

@@ -13,12 +13,15 @@ from gensearcher.tools.base import ImageHit
 
 RegisteredImage = SeenImage  # the name this module has always exported
 
-_ID = re.compile(r"^\s*IMG[_\-\s]?0*(\d+)\s*$", re.I)
+# Six digits are a million images, more than any trajectory holds. The bound (and the length check below)
+# keep a model-written id of thousands of digits from reaching int(), which refuses more than 4,300.
+_ID = re.compile(r"^\s*IMG[_\-\s]?0*([0-9]{1,6})\s*$", re.I | re.ASCII)
+MAX_ID_CHARS = 40
 
 
 def normalise_img_id(value: str) -> str:
     """'IMG_1', 'img-001' and 'IMG_001' all mean IMG_001; anything else is returned unchanged."""
-    match = _ID.match(value)
+    match = _ID.match(value) if len(value) <= MAX_ID_CHARS else None
     return f"IMG_{int(match.group(1)):03d}" if match else value.strip()
 
 

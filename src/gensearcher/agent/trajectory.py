@@ -50,7 +50,11 @@ class ToolCallRecord(BaseModel):
     """One tool call as it ran: the arguments, the observation the model was shown, what it cost."""
 
     name: str = Field(..., description="The tool (search, image_search, browse).")
-    arguments: Any = Field(..., description="The arguments as validated (as the model wrote them if invalid).")
+    arguments: Any = Field(..., description="The arguments as the model wrote them.")
+    arguments_run: dict[str, Any] | None = Field(
+        None, description="The arguments as validated and run (defaults filled in); None when the call did not run.")
+    normalised: list[str] = Field(
+        [], description="Reference-executor spellings mapped onto the schema (e.g. 'goal: read as query').")
     result_text: str = Field(..., description="The observation text shown to the model.")
     error: str | None = Field(None, description="The tool's error, if it failed (also in result_text).")
     duration_s: float = Field(..., description="Wall time of the call.")

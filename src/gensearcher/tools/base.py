@@ -4,7 +4,9 @@ The three tools, their names and their argument names are fixed by the Gen-Searc
 `search(queries, top_k)`, `image_search(query, top_k)`, `browse(url, query)`. Each has a pydantic
 argument model; the same model renders the JSON schema in the system prompt and validates what the
 policy sends, so the two can never disagree. Arguments outside the schema are rejected (the reference
-system let the model choose a `save_dir`).
+system let the model choose a `save_dir`), except the few spellings the reference executor also accepts
+(`search.query`, `browse.goal`, a list `browse.url`): those are mapped onto the schema and noted, so the
+released model's habits cost no round, while the prompt keeps showing the canonical schemas.
 
 An implementation is any async function `(args) -> ToolResult`; a `Toolbox` pairs specs with
 implementations and turns every failure into a `ToolResult` with `error` set, never an exception.
@@ -15,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, Protocol
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from gensearcher.data.records import ImageInfo
 from gensearcher.errors import ToolError
@@ -32,24 +36,58 @@ TOP_K_MAX = 10
 class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @classmethod
+    def normalise(cls, arguments: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Map the spellings the reference executor also accepts onto the schema's names.
+
+        Returns the arguments to validate and one note per change (recorded, never shown as an error).
+        Only the listed spellings are mapped; anything else outside the schema stays an error.
+        """
+        return arguments, []
+
+
+_INTEGER_TEXT = re.compile(r"\s*-?[0-9]{1,12}\s*", re.ASCII)
+MAX_TEXT_CHARS = 2_000  # a query or goal; longer ones are pasted pages, not queries
+MAX_URL_CHARS = 8_192
+
 
 def _clamp_top_k(value: Any) -> Any:
+    """Clamp a count into range. Model output is untrusted: Infinity, NaN and 4,300-digit strings would
+    make int() raise OverflowError or ValueError; they become a validation error naming top_k instead."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        value = int(value)
+    if isinstance(value, (int, float)):
         return max(1, min(TOP_K_MAX, int(value)))
+    return value
+
+
+def _bounded_text(value: str, limit: int = MAX_TEXT_CHARS) -> str:
+    if len(value) > limit:
+        raise ValueError(f"{len(value)} characters; at most {limit}")
     return value
 
 
 # top_k is clamped into range rather than rejected: the model may ask for 50 results.
 TopK = Annotated[int, BeforeValidator(_clamp_top_k)]
+# Length limits live in validators, not in the schema, so the schemas in the prompt stay the protocol's.
+Text = Annotated[str, AfterValidator(_bounded_text)]
+Url = Annotated[str, AfterValidator(lambda value: _bounded_text(value, MAX_URL_CHARS))]
 
 
 class SearchArgs(_Args):
-    queries: list[str] = Field(
+    queries: list[Text] = Field(
         ..., min_length=1, max_length=10, description="One or more web search queries, run together."
     )
     top_k: TopK = Field(5, description=f"Results per query (1-{TOP_K_MAX}).")
+
+    @classmethod
+    def normalise(cls, arguments: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        # The reference executor reads `queries` or else `query`, each a string or a list.
+        return _rename(arguments, "query", "queries")
 
     @field_validator("queries", mode="before")
     @classmethod
@@ -66,13 +104,34 @@ class SearchArgs(_Args):
 
 
 class ImageSearchArgs(_Args):
-    query: str = Field(..., min_length=1, description="What the pictures should show; short queries work best.")
+    query: Text = Field(..., min_length=1, description="What the pictures should show; short queries work best.")
     top_k: TopK = Field(5, description=f"Number of images (1-{TOP_K_MAX}).")
 
 
 class BrowseArgs(_Args):
-    url: str = Field(..., min_length=1, description="The page to read (http or https).")
-    query: str = Field(..., min_length=1, description="What to look for on the page.")
+    url: Url = Field(..., min_length=1, description="The page to read (http or https).")
+    query: Text = Field(..., min_length=1, description="What to look for on the page.")
+
+    @classmethod
+    def normalise(cls, arguments: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        # The reference executor reads `goal` for the question and takes a list of URLs; we read the first.
+        arguments, notes = _rename(arguments, "goal", "query")
+        url = arguments.get("url")
+        if isinstance(url, list) and url and isinstance(url[0], str):
+            arguments = {**arguments, "url": url[0]}
+            rest = f"; the other {len(url) - 1} were not read" if len(url) > 1 else ""
+            notes.append(f"url: a list of {len(url)}, the first was read{rest}")
+        return arguments, notes
+
+
+def _rename(arguments: dict[str, Any], alias: str, name: str) -> tuple[dict[str, Any], list[str]]:
+    if alias not in arguments:
+        return arguments, []
+    renamed = {key: value for key, value in arguments.items() if key != alias}
+    if name in arguments:
+        return renamed, [f"{alias}: ignored, {name} was given"]
+    renamed[name] = arguments[alias]
+    return renamed, [f"{alias}: read as {name}"]
 
 
 ImageHit = ImageInfo
@@ -164,7 +223,8 @@ class ToolCallOutcome(BaseModel):
 
     result: ToolResult
     duration_s: float
-    arguments: dict[str, Any] = {}
+    arguments: dict[str, Any] = {}  # as validated and run; empty when the call never ran
+    normalised: list[str] = []  # spellings of the reference executor mapped onto the schema (see _Args.normalise)
 
 
 class Toolbox:
@@ -195,14 +255,18 @@ class Toolbox:
 
         if name not in self._impls:
             available = ", ".join(spec.name for spec in self.specs)
-            return failed(f"Error: there is no tool named {name!r}. Available tools: {available}.")
+            return failed(f"Error: there is no tool named {_shorten(name)!r}. Available tools: {available}.")
         spec = PROTOCOL_TOOLS[name]
         if not isinstance(arguments, dict):
             return failed(f"Error: the arguments of {name} must be a JSON object.")
         try:
+            arguments, notes = spec.args_model.normalise(arguments)
             args = spec.args_model.model_validate(arguments)
         except ValidationError as exc:
             return failed(f"Error: invalid arguments for {name}: {_describe(exc)}. Expected: {_signature(spec)}.")
+        except Exception as exc:  # model output must never escape as an exception (OverflowError, RecursionError)
+            logger.warning("validating %s arguments raised %s", name, type(exc).__name__)
+            return failed(f"Error: invalid arguments for {name} ({type(exc).__name__}). Expected: {_signature(spec)}.")
         try:
             result = await asyncio.wait_for(self._impls[name](args), timeout=self.timeout_s)
         except TimeoutError:
@@ -213,17 +277,25 @@ class Toolbox:
             logger.exception("tool %s crashed", name)
             return failed(f"Error: {name} failed with an internal error ({type(exc).__name__}).")
         return ToolCallOutcome(
-            result=result, duration_s=time.monotonic() - started, arguments=args.model_dump()
+            result=result, duration_s=time.monotonic() - started, arguments=args.model_dump(), normalised=notes
         )
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, *, most: int = 5) -> str:
+    errors = exc.errors()
     parts = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "arguments"
+    for error in errors[:most]:
+        where = ".".join(_shorten(str(part)) for part in error["loc"]) or "arguments"
         message = "not an allowed argument" if error["type"] == "extra_forbidden" else error["msg"]
         parts.append(f"{where}: {message}")
+    if len(errors) > most:
+        parts.append(f"and {len(errors) - most} more")
     return "; ".join(parts)
+
+
+def _shorten(text: str, width: int = 64) -> str:
+    """A model-chosen name as it is echoed back: a tool or argument name of 100 KB stays out of the context."""
+    return text if len(text) <= width else f"{text[:width]}... ({len(text)} characters)"
 
 
 def _signature(spec: ToolSpec) -> str:
