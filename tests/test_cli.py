@@ -19,6 +19,8 @@ PROMPT = "The yellow jersey winner on the podium"
 
 def gensearcher(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **(env or {})}
+    if "PYTHONPATH" in os.environ:  # a worktree's sources first, as in the parent
+        full_env.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
     return subprocess.run([sys.executable, "-m", "gensearcher", *args], capture_output=True, text=True, cwd=cwd,
                           env=full_env, timeout=120)
 
@@ -95,18 +97,13 @@ def test_user_errors_are_one_line_exit_2(tmp_path, args, env, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_prompt_import_reads_without_executing(tmp_path):
+def test_prompt_import_of_a_folder_that_is_no_checkout_is_one_line(tmp_path):
+    # The import itself (parsed, never run; texts verbatim) is tested in tests/agent/test_reference_texts.py.
     agent_file = tmp_path / "checkout" / "Gen-DeepResearch-RL/rllm/vision_deepresearch_async_workflow/gen_image_deepresearch_agent.py"
     agent_file.parent.mkdir(parents=True)
-    agent_file.write_text(
-        'raise SystemExit("this file must not run")\n'
-        'SYSTEM_PROMPT_GEN_IMAGE = (\n    "Line one of a test prompt.\\n"\n    "Line two with {json} braces.\\n "\n)\n')
-    result = gensearcher("prompts", "import-reference", "checkout", "--out", "ref.md", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    text = (tmp_path / "ref.md").read_text()
-    assert text == "Line one of a test prompt.\nLine two with {json} braces.\n {{date}}"
-    from gensearcher.agent import render_system_prompt
-
-    assert render_system_prompt(text, date="2026-01-02", tools="", max_refs=5, max_tool_calls=8).endswith("\n 2026-01-02")
-    missing = gensearcher("prompts", "import-reference", str(tmp_path), cwd=tmp_path)
-    assert missing.returncode == 2 and "cannot find the reference agent file" in missing.stderr
+    agent_file.write_text('raise SystemExit("this file must not run")\nSYSTEM_PROMPT_GEN_IMAGE = "x"\n')
+    result = gensearcher("prompts", "import-reference", "checkout", "--out", "ref.json", cwd=tmp_path)
+    assert result.returncode == 2 and "cannot find Gen-DeepResearch-RL" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "ref.json").exists()
+    missing = gensearcher("prompts", "import-reference", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert missing.returncode == 2 and "not a folder" in missing.stderr

@@ -295,6 +295,11 @@ class Settings(BaseSettings):
     max_refs: int = Field(
         5, ge=0, le=16, description="Most reference images an answer may cite; the generator uses the same cap."
     )
+    reference_texts: Path | None = Field(
+        None, description="The reference system's prompts and rubrics, as written by `gensearcher prompts "
+        "import-reference` from your own checkout. When set, the agent sees exactly the reference's texts and "
+        "framing (its system prompt replaces ours) and the judge uses its KnowGen and text-reward rubrics.",
+    )
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)

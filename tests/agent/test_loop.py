@@ -258,3 +258,38 @@ async def test_many_trajectories_share_one_loop(make_agent, picture_dir):
         trajectories = await asyncio.gather(*(agent.run(Task(id=i, prompt=p)) for i, p in enumerate(prompts)))
     assert [t.termination for t in trajectories] == ["answer"] * 20
     assert all(t.answer.reference_images[0].img_id == "IMG_001" for t in trajectories)
+
+
+async def test_reference_executor_spellings_are_normalised_recorded_and_cost_no_error(make_agent, tools):
+    trajectory, requests = await run(make_agent, [
+        call("search", query="tour winner 2026"),                             # query, a string
+        call("search", query=["kit", "trophy"], top_k=3),                     # query, a list
+        call("browse", url=["https://example.org/a", "https://example.org/b"], goal="the trophy"),
+        call("search", queries=["kept"], query="dropped"),                    # both: queries wins
+        call("image_search", query="x", sample_id="7"),                       # outside the schema: an error
+        answer("x"),
+    ])
+    assert trajectory.termination == "answer"
+    ran = [(name, args.model_dump()) for name, args in tools.calls]
+    assert ran == [("search", {"queries": ["tour winner 2026"], "top_k": 5}),
+                   ("search", {"queries": ["kit", "trophy"], "top_k": 3}),
+                   ("browse", {"url": "https://example.org/a", "query": "the trophy"}),
+                   ("search", {"queries": ["kept"], "top_k": 5})]
+    records = trajectory.tool_calls
+    assert [r.normalised for r in records[:4]] == [
+        ["query: read as queries"], ["query: read as queries"],
+        ["goal: read as query", "url: a list of 2, the first was read; the other 1 were not read"],
+        ["query: ignored, queries was given"]]
+    # Never a wasted round: no error, no problem, and the observation is the tool's result alone.
+    assert all(r.error is None for r in records[:4]) and all(s.problem is None for s in trajectory.steps[:4])
+    assert user_texts(requests[3])[-1] == "<tool_response>\nThe page https://example.org/a says: the trophy is silver.\n</tool_response>"
+    # The record keeps what the model wrote and what ran.
+    assert records[2].arguments == {"url": ["https://example.org/a", "https://example.org/b"], "goal": "the trophy"}
+    assert records[2].arguments_run == {"url": "https://example.org/a", "query": "the trophy"}
+    assert records[4].error.startswith("Error: invalid arguments for image_search: sample_id: not an allowed argument")
+    assert records[4].arguments_run is None and records[4].normalised == []
+    # The prompt keeps showing the canonical schemas.
+    system = requests[0]["messages"][0]["content"]
+    schemas = [json.loads(line) for line in system.split("<tools>\n")[1].split("\n</tools>")[0].splitlines()]
+    assert {s["function"]["name"]: sorted(s["function"]["parameters"]["properties"]) for s in schemas} == {
+        "search": ["queries", "top_k"], "image_search": ["query", "top_k"], "browse": ["query", "url"]}

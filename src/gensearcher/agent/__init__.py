@@ -3,7 +3,14 @@
 from gensearcher.agent.batch import BatchRunner, BatchSummary, load_tasks, result_row
 from gensearcher.agent.factory import build_agent
 from gensearcher.agent.loop import Agent
-from gensearcher.agent.prompts import import_reference_prompt, load_system_template, render_system_prompt
+from gensearcher.agent.prompts import (
+    Framing,
+    ReferenceTexts,
+    import_reference_texts,
+    load_reference_texts,
+    load_system_template,
+    render_system_prompt,
+)
 from gensearcher.agent.registry import ImageRegistry, RegisteredImage
 from gensearcher.agent.trajectory import (
     Answer,
@@ -20,8 +27,10 @@ __all__ = [
     "Answer",
     "BatchRunner",
     "BatchSummary",
+    "Framing",
     "ImageRegistry",
     "ReferenceImage",
+    "ReferenceTexts",
     "RegisteredImage",
     "Step",
     "Task",
@@ -29,7 +38,8 @@ __all__ = [
     "ToolCallRecord",
     "Trajectory",
     "build_agent",
-    "import_reference_prompt",
+    "import_reference_texts",
+    "load_reference_texts",
     "load_system_template",
     "load_tasks",
     "render_system_prompt",

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from gensearcher.agent.loop import Agent
-from gensearcher.agent.prompts import load_system_template
+from gensearcher.agent.prompts import Framing, load_reference_texts, load_system_template
+from gensearcher.errors import UserError
 from gensearcher.config import Settings
 
 
@@ -20,11 +21,19 @@ def build_agent(settings: Settings, out_dir: Path, system_prompt_file: Path | No
     from gensearcher.tools import build_tools
 
     template = load_system_template(system_prompt_file)
+    record = settings.masked()
+    framing = Framing()
+    if settings.reference_texts is not None:
+        if system_prompt_file is not None:
+            raise UserError("--system-prompt-file and reference_texts both set the system prompt; choose one")
+        texts = load_reference_texts(settings.reference_texts)
+        framing = Framing(texts)
+        record["reference_texts_sha256"] = texts.digest()
     settings.resolved_policy_backend()
     tools = build_tools(settings, output_dir=out_dir)
     image_dir = settings.search.image_dir or out_dir / "images"
     policy = build_policy(settings, max_connections=max_connections)
     agent = Agent(policy, tools.toolbox, config=settings.agent, max_refs=settings.max_refs,
                   max_pixels=settings.policy.max_pixels, image_dir=image_dir / "policy",
-                  system_template=template, record=settings.masked())
+                  system_template=template, framing=framing, record=record)
     return agent, tools

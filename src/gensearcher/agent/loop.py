@@ -145,7 +145,7 @@ class Agent:
                                              Message(role="user", text=task.prompt)],
                         started_at=_dt.datetime.now(_dt.UTC).isoformat())
         messages = list(resume.messages)
-        if messages and messages[-1].role == "user" and messages[-1].text == prompts.FINAL_ROUND_MESSAGE:
+        if messages and messages[-1].role == "user" and messages[-1].text == self.framing.final_round().text:
             messages.pop()  # interrupted in the final round: the loop asks again
         return _Run(task=task, messages=messages, registry=ImageRegistry.restore(resume.images),
                     steps=list(resume.steps), usage=resume.usage, policy_s=resume.policy_s, tools_s=resume.tools_s,

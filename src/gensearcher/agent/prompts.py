@@ -131,6 +131,13 @@ def load_reference_texts(path: Path) -> ReferenceTexts:
     return texts
 
 
+def judge_rubrics(reference_texts: Path | None, overrides: dict[str, str] | None = None) -> dict[str, str] | None:
+    """The rubrics a judge uses besides ours: the reference's (when configured), then explicit overrides."""
+    rubrics = load_reference_texts(reference_texts).rubrics() if reference_texts is not None else {}
+    rubrics.update(overrides or {})
+    return rubrics or None
+
+
 def import_reference_texts(checkout: Path) -> ReferenceTexts:
     """Read every fixed text of the reference system from a checkout of its repository.
 
@@ -145,15 +152,18 @@ def import_reference_texts(checkout: Path) -> ReferenceTexts:
     agent = sources.tree(REFERENCE_AGENT_FILE)
     reward = sources.tree(REFERENCE_REWARD_FILE)
     knowgen = sources.tree(REFERENCE_KNOWGEN_FILE, required=False)
-    too_long, format_error = _truncation_branches(agent, sources.path(REFERENCE_AGENT_FILE))
+    agent_path = sources.path(REFERENCE_AGENT_FILE)
+    system_prompt = _constant(agent, REFERENCE_PROMPT_NAME, agent_path)
+    final_message = _constant(agent, "FINAL_MESSAGE", agent_path)
+    too_long, format_error = _truncation_branches(agent, agent_path)
     rubric = (_constant(knowgen, "SYSTEM_PROMPT", sources.path(REFERENCE_KNOWGEN_FILE)) if knowgen is not None
               else _constant(reward, "WORLDGEN_SYSTEM_PROMPT", sources.path(REFERENCE_REWARD_FILE)))
     return ReferenceTexts(
         source=str(checkout.resolve()),
         commit=_git_commit(checkout),
         files=sources.hashes,
-        system_prompt=_constant(agent, REFERENCE_PROMPT_NAME, sources.path(REFERENCE_AGENT_FILE)),
-        final_message=_constant(agent, "FINAL_MESSAGE", sources.path(REFERENCE_AGENT_FILE)),
+        system_prompt=system_prompt,
+        final_message=final_message,
         too_long_message=too_long,
         format_error_message=format_error,
         knowgen_rubric=rubric,

@@ -21,7 +21,7 @@ from gensearcher.agent.factory import build_agent
 from gensearcher.errors import GenSearcherError, NotBuiltError, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Search-grounded image generation.")
-prompts_app = typer.Typer(no_args_is_help=True, help="System prompts.")
+prompts_app = typer.Typer(no_args_is_help=True, help="Prompts and rubrics (import the reference system's).")
 app.add_typer(prompts_app, name="prompts")
 index_app = typer.Typer(no_args_is_help=True, help="The local search index.")
 app.add_typer(index_app, name="index")
@@ -196,18 +196,19 @@ def show_config(
 
 @prompts_app.command("import-reference")
 def import_reference(
-    path: Annotated[Path, typer.Argument(help="Your Gen-Searcher checkout, or its agent .py file.")],
-    out: Annotated[Path, typer.Option("--out", help="Where to save the prompt file.")] = Path("reference-system-prompt.md"),
+    path: Annotated[Path, typer.Argument(help="Your own Gen-Searcher checkout (its root folder).")],
+    out: Annotated[Path, typer.Option("--out", help="The texts file to write.")] = Path("reference-texts.json"),
 ) -> None:
-    """Save the reference system's original prompt from your own copy, for --system-prompt-file."""
+    """Import the reference system's prompts and rubrics from your checkout (parsed, never run)."""
 
     def body() -> None:
-        from gensearcher._files import write_atomic
-        from gensearcher.agent.prompts import import_reference_prompt
+        from gensearcher.agent.prompts import import_reference_texts
+        from gensearcher.config import env_name
 
-        text = import_reference_prompt(path)
-        write_atomic(out, text.encode("utf-8"))
-        typer.echo(f"saved {len(text)} characters to {out}; use it with --system-prompt-file {out}")
+        texts = import_reference_texts(path)
+        texts.save(out)
+        typer.echo(f"saved the reference texts of {texts.source} ({len(texts.files)} files, "
+                   f"sha256 {texts.digest()[:12]}) to {out}; use them with {env_name(None, 'reference_texts')}={out}")
 
     _guarded(body)
 

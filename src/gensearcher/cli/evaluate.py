@@ -154,6 +154,7 @@ def judge(
         from gensearcher.config import load_settings
         from gensearcher.evaluate import load_wise
         from gensearcher.judge import Judge
+        from gensearcher.agent.prompts import judge_rubrics
         from gensearcher.judge.judge import load_rubric_file
         from gensearcher.evaluate.runner import JudgeRunner, explanations_of, load_rows
         from gensearcher.evaluate.pipeline import score_tables
@@ -170,7 +171,8 @@ def judge(
         rows = load_rows(results)
         rubric = load_rubric_file(rubric_file)
         judge_ = Judge(settings.judge, cache=WebCache(settings.cache.dir or settings.output_dir / "web-cache"),
-                       image_dir=out.parent / "judge-images", rubrics={benchmark: rubric} if rubric else None)
+                       image_dir=out.parent / "judge-images",
+                       rubrics=judge_rubrics(settings.reference_texts, {benchmark: rubric} if rubric else None))
         reporter = _ProgressReporter(len(rows), enabled=progress, label="judge")
 
         async def go() -> list[dict[str, Any]]:

@@ -48,6 +48,7 @@ async def run_eval(settings: Settings, benchmark: Benchmark, items: list[Task], 
                    research_concurrency: int, generate_concurrency: int, progress: Progress,
                    rubric: str | None = None, system_prompt_file: Path | None = None) -> dict[str, Any]:
     from gensearcher.agent.factory import build_agent
+    from gensearcher.agent.prompts import judge_rubrics
     from gensearcher.generate import build_generator
     from gensearcher.generate.base import request_defaults
     from gensearcher.generate.batch import GenerateRunner
@@ -55,7 +56,8 @@ async def run_eval(settings: Settings, benchmark: Benchmark, items: list[Task], 
     kind = judge_kind(benchmark, items)
     generator = build_generator(settings)  # validate everything before the first call
     judge = Judge(settings.judge, cache=WebCache(settings.cache.dir or settings.output_dir / "web-cache"),
-                  image_dir=out / "judge-images", rubrics={kind: rubric} if rubric else None)
+                  image_dir=out / "judge-images",
+                  rubrics=judge_rubrics(settings.reference_texts, {kind: rubric} if rubric else None))
     costs: dict[str, Any] = {}
     out.mkdir(parents=True, exist_ok=True)
     try:

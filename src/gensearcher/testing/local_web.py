@@ -58,8 +58,7 @@ def _huge_png_header() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk)) + b"\0" * 64
 
 
-def _article(name: str) -> str:
-    title, text = PAGES[name]
+def _article(title: str, text: str) -> str:
     filler = " ".join(f"<p>Paragraph {i} about the event and the city, with details that do not matter.</p>" for i in range(8))
     return (f"<html><head><title>{title}</title><script>var tracking = 'ignore me';</script></head>"
             f"<body><nav>Home | News | Sport</nav><article><h1>{title}</h1><p>{text}</p>{filler}</article>"
@@ -72,6 +71,7 @@ class LocalWeb:
     def __init__(self, *, slow_s: float = 0.3, api_key: str = "test-key"):
         self.slow_s = slow_s
         self.api_key = api_key
+        self.pages = dict(PAGES)  # a test may add its own pages before serving them
         self.searxng_json = True  # False mimics SearXNG's default settings (JSON disabled: 403)
         self.hits: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
@@ -146,9 +146,9 @@ class LocalWeb:
 
         @app.get("/page/{name}.html")
         async def page(name: str) -> Any:
-            if name not in PAGES:
+            if name not in self.pages:
                 return PlainTextResponse("not found", status_code=404)
-            return HTMLResponse(_article(name))
+            return HTMLResponse(_article(*self.pages[name]))
 
         @app.get("/long.html")
         async def long_page() -> Any:
