@@ -57,3 +57,14 @@ def test_reference_list_must_be_a_list():
 def test_missing_reference_list_means_text_only():
     answer = validate_answer({"gen_prompt": "p"}, registry_with(0), max_refs=0)
     assert answer.reference_images == []
+
+
+def test_hostile_ids_are_unknown_and_echoed_short():
+    registry = registry_with(2)
+    for hostile in ("IMG_" + "7" * 4300, "IMG_" + "0" * 50_000 + "1", "IMG_١٢"):
+        assert normalise_img_id(hostile) == hostile.strip()  # no int() of thousands of digits, no Unicode digits
+    problems = validate_answer({"gen_prompt": "x", "reference_images": ["IMG_" + "7" * 4300] + [7] * 1000},
+                               registry, max_refs=5)
+    text = "; ".join(problems)
+    assert "IMG_" + "7" * 20 + "... (4304 characters)" in text and len(text) < 400
+    assert text.count("each reference image must be an object") == 1

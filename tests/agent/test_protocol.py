@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from gensearcher.agent.protocol import (
@@ -63,3 +65,38 @@ def test_lenient_json_reports_a_reason():
 
 def test_hallucinated_observation_is_stripped():
     assert strip_hallucinated_observation("a <tool_response>fake") == "a"
+
+
+@pytest.mark.parametrize("body, reason", [
+    ('{"a": ' + "[" * 5000 + "]" * 5000 + "}", "nested more than 32 levels"),    # refused before parsing
+    ("{a: " + "[" * 40 + "]" * 40 + "}", "nested more than 32 levels"),           # within the pre-scan, JSON5
+    ('{"a": ' + "9" * 30 + "}", "a number is too large"),                          # parses, but not 64-bit
+    ("{a: 0x" + "F" * 40 + "}", "a number is too large"),                          # JSON5 hex is not size-limited
+    ('{"a": "' + "x" * 100_001 + '"}', "at most 100000 are read"),
+])
+def test_bounds_come_before_any_parser_recursion_or_cost(body, reason):
+    with pytest.raises(ValueError, match=reason):
+        loads_lenient(body)
+
+
+def test_brackets_inside_strings_do_not_count_towards_depth():
+    text = json.dumps({"gen_prompt": "[" * 100 + "{" * 100})
+    assert loads_lenient(text)["gen_prompt"].startswith("[[[")
+
+
+def test_json5_reads_only_small_bodies():
+    small = "{a: '" + "x" * 7_000 + "'}"
+    assert len(loads_lenient(small)["a"]) == 7_000
+    with pytest.raises(ValueError):
+        loads_lenient("{a: '" + "x" * 9_000 + "'}")  # strict JSON fails, and JSON5 is not tried
+
+
+def test_invalid_turns_say_which_part_failed():
+    assert parse_turn("<tool_call>{nope</tool_call>").where == "tool_call"
+    assert parse_turn("<answer>[1]</answer>").where == "answer"
+    assert parse_turn("prose").where == "format"
+
+
+def test_blocks_are_found_by_a_linear_scan():
+    turn = parse_turn('<tool_call>{"name": "s"}</tool_call>' * 3 + "<tool_call>" * 20_000)
+    assert isinstance(turn, ToolCallTurn) and turn.ignored_calls == 2  # the unclosed openings are no calls

@@ -7,8 +7,8 @@ from typing import Any
 
 from gensearcher.agent.loop import Agent
 from gensearcher.agent.prompts import Framing, load_reference_texts, load_system_template
-from gensearcher.errors import UserError
 from gensearcher.config import Settings
+from gensearcher.errors import UserError
 
 
 def build_agent(settings: Settings, out_dir: Path, system_prompt_file: Path | None = None, *,

@@ -31,8 +31,8 @@ from gensearcher.agent.protocol import (
 )
 from gensearcher.agent.registry import ImageRegistry
 from gensearcher.agent.trajectory import Answer, Step, Termination, ToolCallRecord, Trajectory
-from gensearcher.data.records import Task
 from gensearcher.config import AgentConfig
+from gensearcher.data.records import Task
 from gensearcher.errors import ContextLengthExceeded, PolicyError, ToolError
 from gensearcher.images import prepare_for_policy
 from gensearcher.messages import ImageRef, Message
@@ -186,7 +186,7 @@ class Agent:
         run.messages.append(Message(role="assistant", text=text))
         try:
             turn: Turn = parse_turn(text, final_round=final)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - model output must never end the trajectory
             turn = InvalidTurn(problem=_unhandled(exc), where="tool_call")
         step = _new_step(round_no, final, text, response, turn.kind)
         run.steps.append(step)
@@ -196,7 +196,7 @@ class Agent:
             return await self._act(run, step, turn, response, final=final)
         except (PolicyError, ContextLengthExceeded):
             raise
-        except Exception as exc:
+        except Exception as exc:  # the last line: any other failure becomes an observation
             logger.warning("round %d: handling the reply raised %s", round_no, type(exc).__name__, exc_info=True)
             step.problem = _unhandled(exc)
             if final:

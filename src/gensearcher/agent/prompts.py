@@ -88,10 +88,10 @@ def render_system_prompt(template: str, *, date: str, tools: str, max_refs: int,
 class ReferenceTexts(BaseModel):
     """The reference system's fixed texts, imported from the user's own checkout (never shipped)."""
 
-    format: str = Field("gensearcher-reference-texts", description="Marks the file's kind.")
-    schema_version: int = Field(1, description="Version of this file's layout.")
+    format: str = Field(default="gensearcher-reference-texts", description="Marks the file's kind.")
+    schema_version: int = Field(default=1, description="Version of this file's layout.")
     source: str = Field(description="The checkout the texts were read from.")
-    commit: str | None = Field(None, description="The checkout's git commit, when it could be read.")
+    commit: str | None = Field(default=None, description="The checkout's git commit, when it could be read.")
     files: dict[str, str] = Field(description="sha256 of each source file read, by path within the checkout.")
     system_prompt: str = Field(description="The agent's system prompt; the reference appends the date to it directly.")
     final_message: str = Field(description="The user turn that asks for the answer after the last round.")
@@ -200,11 +200,16 @@ class _Sources:
 def _constant(tree: ast.Module | None, name: str, path: Path) -> str:
     """A module-level string constant; the last assignment wins, as when the module runs."""
     value: ast.expr | None = None
+    assigned: ast.expr | None
     for node in tree.body if tree is not None else []:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            value = node.value
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
-            value = node.value
+        if isinstance(node, ast.Assign):
+            targets, assigned = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign):
+            targets, assigned = [node.target], node.value
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            value = assigned
     if value is None:
         raise UserError(f"{name} not found at module level in {path}")
     return _string(value, f"{name} in {path}")
@@ -237,9 +242,9 @@ def _assigned(statements: list[ast.stmt], name: str) -> ast.expr | None:
         node = pending.pop()
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             continue
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            if found is None or node.lineno > found[0]:
-                found = (node.lineno, node.value)
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
+                and (found is None or node.lineno > found[0])):
+            found = (node.lineno, node.value)
         pending.extend(child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt))
     return found[1] if found else None
 

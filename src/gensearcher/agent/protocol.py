@@ -148,7 +148,7 @@ def loads_lenient(text: str) -> Any:
                 value = loader(attempt)
             except RecursionError:
                 raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep") from None
-            except Exception as exc:  # json5 raises more than ValueError on some inputs
+            except Exception as exc:  # noqa: BLE001 - json5 raises more than ValueError on some inputs
                 first_error = first_error or str(exc).split(":")[0][:200]
                 continue
             _check_values(value)
@@ -162,8 +162,7 @@ def _strip_code_fence(text: str) -> str:
         text = text[3:]
         if text[:4].lower() == "json":
             text = text[4:]
-    if text.endswith("```"):
-        text = text[:-3]
+    text = text.removesuffix("```")
     return text.strip()
 
 

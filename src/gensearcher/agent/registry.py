@@ -15,7 +15,7 @@ RegisteredImage = SeenImage  # the name this module has always exported
 
 # Six digits are a million images, more than any trajectory holds. The bound (and the length check below)
 # keep a model-written id of thousands of digits from reaching int(), which refuses more than 4,300.
-_ID = re.compile(r"^\s*IMG[_\-\s]?0*([0-9]{1,6})\s*$", re.I | re.ASCII)
+_ID = re.compile(r"^\s*IMG[_\-\s]?0*([0-9]{1,6})\s*$", re.IGNORECASE | re.ASCII)
 MAX_ID_CHARS = 40
 
 

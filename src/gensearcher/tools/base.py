@@ -23,7 +23,15 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, Protocol
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from gensearcher.data.records import ImageInfo
 from gensearcher.errors import ToolError
@@ -264,7 +272,7 @@ class Toolbox:
             args = spec.args_model.model_validate(arguments)
         except ValidationError as exc:
             return failed(f"Error: invalid arguments for {name}: {_describe(exc)}. Expected: {_signature(spec)}.")
-        except Exception as exc:  # model output must never escape as an exception (OverflowError, RecursionError)
+        except Exception as exc:  # noqa: BLE001 - model output must never escape (OverflowError, RecursionError)
             logger.warning("validating %s arguments raised %s", name, type(exc).__name__)
             return failed(f"Error: invalid arguments for {name} ({type(exc).__name__}). Expected: {_signature(spec)}.")
         try:
