@@ -9,6 +9,7 @@ the batch runner and the GRPO trainer drive the same `Agent.run`.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import logging
 import platform
@@ -41,6 +42,8 @@ from gensearcher.tools.base import Toolbox, ToolCallOutcome
 
 logger = logging.getLogger(__name__)
 
+# Replies longer than this are parsed in a worker thread, so other trajectories keep running.
+_PARSE_INLINE_CHARS = 2_000
 # Context-guard estimate: ~3 characters per text token, one token per 28x28 pixels of image (Qwen-VL).
 _CHARS_PER_TOKEN = 3
 _PIXELS_PER_TOKEN = 28 * 28
@@ -185,7 +188,10 @@ class Agent:
         previous = next((m.text for m in reversed(run.messages) if m.role == "assistant"), None)
         run.messages.append(Message(role="assistant", text=text))
         try:
-            turn: Turn = parse_turn(text, final_round=final)
+            if len(text) > _PARSE_INLINE_CHARS:  # JSON5 on a hostile body can take a second of CPU
+                turn: Turn = await asyncio.to_thread(parse_turn, text, final_round=final)
+            else:
+                turn = parse_turn(text, final_round=final)
         except Exception as exc:  # noqa: BLE001 - model output must never end the trajectory
             turn = InvalidTurn(problem=_unhandled(exc), where="tool_call")
         step = _new_step(round_no, final, text, response, turn.kind)
