@@ -267,6 +267,7 @@ async def test_reference_executor_spellings_are_normalised_recorded_and_cost_no_
         call("browse", url=["https://example.org/a", "https://example.org/b"], goal="the trophy"),
         call("search", queries=["kept"], query="dropped"),                    # both: queries wins
         call("image_search", query="x", sample_id="7"),                       # outside the schema: an error
+        call("browse", url=["https://broken.example.org"], goal="q"),         # normalised, then the tool fails
         answer("x"),
     ])
     assert trajectory.termination == "answer"
@@ -274,7 +275,8 @@ async def test_reference_executor_spellings_are_normalised_recorded_and_cost_no_
     assert ran == [("search", {"queries": ["tour winner 2026"], "top_k": 5}),
                    ("search", {"queries": ["kit", "trophy"], "top_k": 3}),
                    ("browse", {"url": "https://example.org/a", "query": "the trophy"}),
-                   ("search", {"queries": ["kept"], "top_k": 5})]
+                   ("search", {"queries": ["kept"], "top_k": 5}),
+                   ("browse", {"url": "https://broken.example.org", "query": "q"})]
     records = trajectory.tool_calls
     assert [r.normalised for r in records[:4]] == [
         ["query: read as queries"], ["query: read as queries"],
@@ -288,6 +290,9 @@ async def test_reference_executor_spellings_are_normalised_recorded_and_cost_no_
     assert records[2].arguments_run == {"url": "https://example.org/a", "query": "the trophy"}
     assert records[4].error.startswith("Error: invalid arguments for image_search: sample_id: not an allowed argument")
     assert records[4].arguments_run is None and records[4].normalised == []
+    assert records[5].error == "Error: browse failed: the page answered HTTP 404"
+    assert records[5].arguments_run == {"url": "https://broken.example.org", "query": "q"}
+    assert records[5].normalised == ["goal: read as query", "url: a list of 1, the first was read"]
     # The prompt keeps showing the canonical schemas.
     system = requests[0]["messages"][0]["content"]
     schemas = [json.loads(line) for line in system.split("<tools>\n")[1].split("\n</tools>")[0].splitlines()]

@@ -241,7 +241,7 @@ class Agent:
         step.tool_call = ToolCallRecord(
             name=turn.name,
             arguments=turn.arguments,
-            arguments_run=outcome.arguments if outcome.result.error is None else None,
+            arguments_run=outcome.arguments or None,
             normalised=outcome.normalised,
             result_text=text,
             error=outcome.result.error,

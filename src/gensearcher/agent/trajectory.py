@@ -52,7 +52,7 @@ class ToolCallRecord(BaseModel):
     name: str = Field(..., description="The tool (search, image_search, browse).")
     arguments: Any = Field(..., description="The arguments as the model wrote them.")
     arguments_run: dict[str, Any] | None = Field(
-        None, description="The arguments as validated and run (defaults filled in); None when the call did not run.")
+        None, description="The arguments as validated and run (defaults filled in); None when they were refused.")
     normalised: list[str] = Field(
         [], description="Reference-executor spellings mapped onto the schema (e.g. 'goal: read as query').")
     result_text: str = Field(..., description="The observation text shown to the model.")

@@ -22,8 +22,8 @@ def _run_eval_command(benchmark: str, load: Callable[[], list[Any]], *, config: 
 
     def body() -> int:
         from gensearcher.config import load_settings
-        from gensearcher.judge.judge import load_rubric_file
         from gensearcher.evaluate.pipeline import run_eval
+        from gensearcher.judge.judge import load_rubric_file
 
         settings = load_settings(config_file=config)
         items = load()
@@ -151,13 +151,13 @@ def judge(
 
     def body() -> int:
         from gensearcher._files import write_json_atomic
+        from gensearcher.agent.prompts import judge_rubrics
         from gensearcher.config import load_settings
         from gensearcher.evaluate import load_wise
-        from gensearcher.judge import Judge
-        from gensearcher.agent.prompts import judge_rubrics
-        from gensearcher.judge.judge import load_rubric_file
-        from gensearcher.evaluate.runner import JudgeRunner, explanations_of, load_rows
         from gensearcher.evaluate.pipeline import score_tables
+        from gensearcher.evaluate.runner import JudgeRunner, explanations_of, load_rows
+        from gensearcher.judge import Judge
+        from gensearcher.judge.judge import load_rubric_file
         from gensearcher.web import WebCache
 
         if benchmark not in ("knowgen", "wise-verified", "wise-legacy"):

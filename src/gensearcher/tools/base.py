@@ -231,7 +231,7 @@ class ToolCallOutcome(BaseModel):
 
     result: ToolResult
     duration_s: float
-    arguments: dict[str, Any] = {}  # as validated and run; empty when the call never ran
+    arguments: dict[str, Any] = {}  # as validated and run (also when the tool then failed); empty if it never ran
     normalised: list[str] = []  # spellings of the reference executor mapped onto the schema (see _Args.normalise)
 
 
@@ -257,9 +257,10 @@ class Toolbox:
         """Validate and run one call. Never raises: every failure comes back as `result.error`."""
         started = time.monotonic()
 
-        def failed(message: str) -> ToolCallOutcome:
+        def failed(message: str, ran: _Args | None = None, notes: list[str] | None = None) -> ToolCallOutcome:
             result = ToolResult(text=message, error=message)
-            return ToolCallOutcome(result=result, duration_s=time.monotonic() - started)
+            return ToolCallOutcome(result=result, duration_s=time.monotonic() - started,
+                                   arguments=ran.model_dump() if ran is not None else {}, normalised=notes or [])
 
         if name not in self._impls:
             available = ", ".join(spec.name for spec in self.specs)
@@ -278,12 +279,13 @@ class Toolbox:
         try:
             result = await asyncio.wait_for(self._impls[name](args), timeout=self.timeout_s)
         except TimeoutError:
-            return failed(f"Error: {name} did not finish within {self.timeout_s:g} s. Try again or change approach.")
+            return failed(f"Error: {name} did not finish within {self.timeout_s:g} s. Try again or change approach.",
+                          args, notes)
         except ToolError as exc:
-            return failed(f"Error: {name} failed: {exc}")
+            return failed(f"Error: {name} failed: {exc}", args, notes)
         except Exception as exc:  # a bug in a tool must not end the trajectory
             logger.exception("tool %s crashed", name)
-            return failed(f"Error: {name} failed with an internal error ({type(exc).__name__}).")
+            return failed(f"Error: {name} failed with an internal error ({type(exc).__name__}).", args, notes)
         return ToolCallOutcome(
             result=result, duration_s=time.monotonic() - started, arguments=args.model_dump(), normalised=notes
         )
