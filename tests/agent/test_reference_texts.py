@@ -24,7 +24,7 @@ from gensearcher.agent.prompts import (
     judge_rubrics,
 )
 from gensearcher.config import AgentConfig, JudgeConfig, PolicyConfig, load_settings
-from gensearcher.errors import UserError
+from gensearcher.errors import ConfigError, UserError
 from gensearcher.judge import Judge
 from gensearcher.policy.openai_chat import OpenAIChatPolicy
 from gensearcher.testing import Reply, ScriptedPolicyServer
@@ -177,6 +177,9 @@ async def test_settings_point_the_agent_and_the_judge_at_the_texts(tmp_path, tex
         await research.aclose()
     with pytest.raises(UserError, match="choose one"):
         build_agent(settings, tmp_path / "run", system_prompt_file=texts_file)
+    missing = settings.model_copy(update={"reference_texts": tmp_path / "moved.json"})
+    with pytest.raises(ConfigError, match="GENSEARCHER_REFERENCE_TEXTS: reference texts file not found"):
+        build_agent(missing, tmp_path / "run")
 
     for name in ("generated.png", "truth.png"):
         Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / name)

@@ -7,8 +7,8 @@ from typing import Any
 
 from gensearcher.agent.loop import Agent
 from gensearcher.agent.prompts import Framing, load_reference_texts, load_system_template
-from gensearcher.config import Settings
-from gensearcher.errors import UserError
+from gensearcher.config import Settings, env_name
+from gensearcher.errors import ConfigError, UserError
 
 
 def build_agent(settings: Settings, out_dir: Path, system_prompt_file: Path | None = None, *,
@@ -26,7 +26,10 @@ def build_agent(settings: Settings, out_dir: Path, system_prompt_file: Path | No
     if settings.reference_texts is not None:
         if system_prompt_file is not None:
             raise UserError("--system-prompt-file and reference_texts both set the system prompt; choose one")
-        texts = load_reference_texts(settings.reference_texts)
+        try:
+            texts = load_reference_texts(settings.reference_texts)
+        except UserError as exc:
+            raise ConfigError(f"{env_name(None, 'reference_texts')}: {exc}") from None
         framing = Framing(texts)
         record["reference_texts_sha256"] = texts.digest()
     settings.resolved_policy_backend()
