@@ -236,7 +236,7 @@ class Agent:
     async def _call_tool(self, run: _Run, step: Step, turn: ToolCallTurn) -> None:
         outcome = await self.toolbox.call(turn.name, turn.arguments)
         run.tools_s += outcome.duration_s
-        text, images, image_ids = self._present(run, turn, outcome)
+        text, images, image_ids = await self._present(run, turn, outcome)
         text += self.framing.ignored_calls_note(turn.ignored_calls)
         step.tool_call = ToolCallRecord(
             name=turn.name,
@@ -251,7 +251,8 @@ class Agent:
         )
         self._observe(run, text, images)
 
-    def _present(self, run: _Run, turn: ToolCallTurn, outcome: ToolCallOutcome) -> tuple[str, list[ImageRef], list[str]]:
+    async def _present(self, run: _Run, turn: ToolCallTurn,
+                       outcome: ToolCallOutcome) -> tuple[str, list[ImageRef], list[str]]:
         """The observation for a tool result. Image hits get IMG ids; the first few are attached."""
         result = outcome.result
         if turn.name != "image_search" or result.error:
@@ -270,7 +271,9 @@ class Agent:
                 lines.append(f"  page_url: {image.page_url}")
             if len(attached) < self.config.max_images_per_search:
                 try:
-                    attached.append(prepare_for_policy(Path(image.local_path), self.image_dir, self.max_pixels))
+                    # Decoding and resizing are CPU work: off the loop that runs every other trajectory.
+                    attached.append(await asyncio.to_thread(prepare_for_policy, Path(str(image.local_path)),
+                                                            self.image_dir, self.max_pixels))
                 except ToolError as exc:
                     lines.append(f"  (not attached: {exc})")
         if result.text:
