@@ -136,7 +136,12 @@ class SearchConfig(_Section):
         10, ge=1, le=50, description="Image hits downloaded (concurrently) to find top_k usable ones."
     )
     max_image_pixels: int = Field(
-        40_000_000, ge=1, description="Images declaring more pixels are refused (decompression-bomb guard)."
+        16_777_216, ge=1,
+        description="Images that would decode to more pixels are refused before decoding (decompression-bomb "
+        "guard; JPEG decodes downscaled, so a larger photo passes). 4096x4096 is four times what is stored.",
+    )
+    image_decode_memory_mb: int = Field(
+        512, ge=16, description="Memory the image decodes of one process may hold at once; decodes wait for room."
     )
     stored_image_pixels: int = Field(
         4_194_304, ge=1024, description="Downloaded images are re-encoded at most this large."
@@ -145,6 +150,15 @@ class SearchConfig(_Section):
         None, description="Folder of documents and images for the 'local' backend."
     )
     max_browse_chars: int = Field(20_000, ge=100, description="Cap of page text returned by browse.")
+    extract_workers: int = Field(
+        2, ge=1, description="Worker processes that extract page text for browse (killed at the deadline)."
+    )
+    extract_timeout_s: float = Field(
+        20.0, gt=0, description="Deadline of one page's text extraction; past it the worker is killed."
+    )
+    extract_max_bytes: int = Field(
+        2_000_000, ge=1024, description="HTML beyond this many bytes is cut before extraction; larger PDFs are refused."
+    )
 
     def text_backend(self) -> str:
         if self.backend:

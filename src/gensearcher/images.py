@@ -93,13 +93,60 @@ def sniff_image_type(data: bytes) -> str | None:
     return None
 
 
-def store_image_bytes(data: bytes, store_dir: Path, *, declared_type: str = "", max_pixels: int = 40_000_000,
+DEFAULT_MAX_PIXELS = 16_777_216  # 4096x4096: four times what is stored (stored_pixels), so room to downscale well
+BYTES_PER_DECODED_PIXEL = 12  # RGBA decode + RGB copy + resize output, the peak of one store_image_bytes
+
+
+def _decode_size(image, stored_pixels: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """The size the decoder will produce: JPEG decodes downscaled (DCT scaling) towards the stored size."""
+    if image.format == "JPEG":
+        target = fit_to_pixels(image.width, image.height, stored_pixels)
+        scale = 1
+        while scale < 8 and image.width // (scale * 2) >= target[0] and image.height // (scale * 2) >= target[1]:
+            scale *= 2
+        return -(-image.width // scale), -(-image.height // scale)
+    return image.width, image.height
+
+
+def _check_declared(image, kind: str, max_pixels: int, stored_pixels: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """The decoded size, after refusing what would decode to more than `max_pixels` (the bomb guard)."""
+    if image.format == "JPEG" and image.width * image.height > _MAX_SOURCE_PIXELS:
+        raise ToolError(f"image too large ({image.width}x{image.height} pixels)")
+    width, height = _decode_size(image, stored_pixels)
+    if width * height > max_pixels:
+        raise ToolError(f"image too large ({image.width}x{image.height} pixels)")
+    return width, height
+
+
+def image_decode_cost(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, stored_pixels: int = 4_194_304) -> int:
+    """Bytes of memory `store_image_bytes` will need for `data`, from the header alone (no decoding).
+
+    Raises ToolError for what `store_image_bytes` would refuse before decoding, so callers can hold a
+    memory budget for exactly the decodes that will happen.
+    """
+    from PIL import Image
+
+    kind = sniff_image_type(data)
+    if kind is None:
+        raise ToolError("not an image (unknown file signature)")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = _check_declared(image, kind, max_pixels, stored_pixels)
+    except ToolError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ToolError(f"the {kind} data does not decode: {type(exc).__name__}") from None
+    return width * height * BYTES_PER_DECODED_PIXEL
+
+
+def store_image_bytes(data: bytes, store_dir: Path, *, declared_type: str = "", max_pixels: int = DEFAULT_MAX_PIXELS,
                       stored_pixels: int = 4_194_304) -> ImageRef:
     """Validate downloaded image bytes and store them re-encoded, content-addressed.
 
-    Checks, in order: the declared content type, the magic bytes, the declared pixel count (before
-    decoding: the decompression-bomb guard), a full decode, a minimum size. The file is named after the
-    sha256 of the downloaded bytes, so the same picture under two URLs is stored once.
+    Checks, in order: the declared content type, the magic bytes, the pixel count the decoder will produce
+    (before decoding: the decompression-bomb guard; JPEG decodes downscaled towards `stored_pixels`, so a
+    large photo costs little), a full decode, a minimum size. The file is named after the sha256 of the
+    downloaded bytes, so the same picture under two URLs is stored once.
     """
     from PIL import Image
 
@@ -112,14 +159,15 @@ def store_image_bytes(data: bytes, store_dir: Path, *, declared_type: str = "", 
     target = store_dir / digest[:2] / f"{digest}.jpg"
     try:
         with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > max_pixels:
-                raise ToolError(f"image too large ({image.width}x{image.height} pixels)")
-            image.load()
+            _check_declared(image, kind, max_pixels, stored_pixels)
             if min(image.width, image.height) < MIN_SIDE:
                 raise ToolError(f"image too small ({image.width}x{image.height} pixels)")
             if target.exists():
                 with Image.open(target) as stored:
                     return ImageRef(path=str(target.resolve()), sha256=digest, width=stored.width, height=stored.height)
+            if image.format == "JPEG":
+                image.draft("RGB", fit_to_pixels(image.width, image.height, stored_pixels))
+            image.load()
             rgb = _to_rgb(image)
             size = fit_to_pixels(rgb.width, rgb.height, stored_pixels)
             if size != rgb.size:

@@ -153,7 +153,6 @@ async def test_browse_reads_long_pages_in_parts(web, local_web):
 async def test_browse_pdf_and_jina(web, local_web):
     pdf = await BrowseTool(web, summariser=None)(BrowseArgs(url=local_web.url + "/doc.pdf", query="roof"))
     assert "larch wood" in pdf.text
-    web.fetcher.trust(local_web.url + "/jina")
     jina = BrowseTool(web, summariser=None, jina_key="jina-key", jina_url=local_web.url + "/jina")
     page = await jina(BrowseArgs(url="http://93.184.215.14/page/trophy.html", query="base"))
     assert "black marble" in page.text

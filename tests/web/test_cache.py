@@ -117,11 +117,12 @@ def test_import_rejects_corrupt_archives(tmp_path):
     import json
 
     with tarfile.open(tmp_path / "tampered.tar", "w") as tar:
-        entry = json.dumps({"key": "k", "namespace": "n", "request": "{}", "meta": "{}", "blob": "0" * 64, "created": 0})
+        entry = json.dumps({"key": cache_key("n", {}), "namespace": "n", "request": "{}", "meta": "{}",
+                            "blob": "0" * 64, "created": 0})
         for name, data in (("entries.jsonl", entry.encode()), ("blobs/" + "0" * 64, b"different bytes")):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    with pytest.raises(UserError, match="missing or corrupt"):
+    with pytest.raises(UserError, match="corrupt"):
         cache.import_archive(tmp_path / "tampered.tar")
     cache.close()

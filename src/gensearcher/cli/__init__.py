@@ -367,12 +367,13 @@ def index_build(
     _guarded(body)
 
 
-def _open_cache(config: Path | None) -> Any:
+def _open_cache(config: Path | None, run: Path | None = None) -> Any:
     from gensearcher.config import load_settings
     from gensearcher.web import WebCache
 
     settings = load_settings(config_file=config)
-    return WebCache(settings.cache.dir or settings.output_dir / "web-cache")
+    # A run's tools record into <run>/web-cache unless GENSEARCHER_CACHE_DIR names a shared one.
+    return WebCache(settings.cache.dir or (run or settings.output_dir) / "web-cache")
 
 
 @cache_app.command("export")
@@ -387,7 +388,7 @@ def cache_export(
         from gensearcher.agent.batch import run_cache_keys
 
         keys = run_cache_keys(run)
-        cache = _open_cache(config)
+        cache = _open_cache(config, run)
         written, missing = cache.export(keys, out)
         cache.close()
         typer.echo(f"exported {written} entries to {out}" + (f"; {len(missing)} keys were not in the cache" if missing else ""))

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from gensearcher._http import backoff, error_message, retry_after_seconds
+from gensearcher._redact import Redactor
 from gensearcher.errors import ConfigError, GenerationError
 from gensearcher.images import sniff_image_type
 from gensearcher.web import Fetcher, FetchError
@@ -22,6 +23,7 @@ _RETRY = {408, 409, 429, 500, 502, 503, 504}
 class ApiClient:
     def __init__(self, *, headers: dict[str, str], timeout_s: float, max_retries: int, fetcher: Fetcher | None = None):
         self._headers = headers
+        self._redact = Redactor.from_headers(headers)  # a failing server may echo the key it was sent
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.fetcher = fetcher  # for image URLs the API answers with: they come from the network
@@ -50,7 +52,8 @@ class ApiClient:
             retry_after: float | None = None
             try:
                 data = form() if form is not None else None
-                async with self._client().post(url, json=json_body, data=data,
+                # No redirects: the API key would follow them, and to another origin in a custom header.
+                async with self._client().post(url, json=json_body, data=data, allow_redirects=False,
                                                timeout=aiohttp.ClientTimeout(total=remaining)) as response:
                     status, raw = response.status, await response.read()
                     retry_after = retry_after_seconds(response.headers.get("retry-after"))
@@ -63,7 +66,8 @@ class ApiClient:
                     return json.loads(raw)
                 except ValueError:
                     raise GenerationError(f"{_host(url)} answered with something that is not JSON") from None
-            problem = f"{_host(url)} answered " + (f"HTTP {status}: {error_message(raw)}" if status else raw.decode())
+            problem = self._redact(f"{_host(url)} answered " + (f"HTTP {status}: {error_message(raw)}" if status
+                                                                else raw.decode()))
             if (status not in _RETRY and status != 0) or attempt > self.max_retries:
                 raise GenerationError(problem)
             delay = retry_after if retry_after is not None else backoff(attempt, cap=20.0)

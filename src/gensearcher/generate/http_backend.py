@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from gensearcher._http import backoff
+from gensearcher._redact import Redactor
 from gensearcher.config import GeneratorConfig
 from gensearcher.errors import GenerationError
 from gensearcher.generate.base import GenerationRequest, GenerationResult, image_info, split_references
@@ -51,6 +52,7 @@ class HttpGenerator:
         self._headers = {"content-type": "application/json"}
         if config.server_token is not None:
             self._headers["authorization"] = f"Bearer {config.server_token.get_secret_value()}"
+        self._redact = Redactor.from_headers(self._headers)  # a failing server may echo the token
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -138,6 +140,7 @@ class HttpGenerator:
             raise GenerationError(f"{server.url} sent more than {MAX_RESPONSE_BYTES} bytes")
         answer = _json(raw)
         message = str(answer.get("message") or answer.get("error") or raw[:200]) if isinstance(answer, dict) else str(raw[:200])
+        message = self._redact(message)
         if status == 429 or status >= 500:
             raise _Retryable(f"{server.url} answered HTTP {status}: {message}")
         if status != 200 or not isinstance(answer, dict) or not answer.get("success") or not answer.get("image"):

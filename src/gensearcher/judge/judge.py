@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from gensearcher._redact import redact
 from gensearcher.agent.protocol import loads_lenient
 from gensearcher.config import JudgeConfig, PolicyConfig
 from gensearcher.errors import GenSearcherError, PolicyError, UserError
@@ -182,7 +183,8 @@ class Judge:
             if self.cache is not None and not cached:
                 self.cache.store(_key(request), "judge", request, raw.encode("utf-8"), {"model": self.config.model})
             return score
-        raise JudgeError(f"the judge's answer could not be used ({problem})", raw)
+        # The answer is kept for the record; a key the endpoint echoed into it is not.
+        raise JudgeError(f"the judge's answer could not be used ({problem})", redact(raw, [self.config.api_key]))
 
     async def _answer(self, messages: list[Message], request: dict[str, Any], *, fresh: bool) -> tuple[str, bool]:
         if self.cache is not None and not fresh:
@@ -195,7 +197,7 @@ class Judge:
             try:
                 response = await self.client.complete(messages, max_tokens=self.config.max_tokens)
             except PolicyError as exc:
-                raise JudgeError(f"the judge endpoint failed: {exc}") from None
+                raise JudgeError(f"the judge endpoint failed: {redact(str(exc), [self.config.api_key])}") from None
             finally:
                 self.seconds += time.monotonic() - started
         self.calls += 1

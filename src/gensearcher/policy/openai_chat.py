@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from gensearcher._http import backoff, error_message, retry_after_seconds
+from gensearcher._redact import Redactor
 from gensearcher.config import PolicyConfig
 from gensearcher.errors import ContextLengthExceeded, PolicyError
 from gensearcher.messages import ImageRef, Message
@@ -40,6 +41,7 @@ class OpenAIChatPolicy:
         if config.api_key is not None and config.api_key.get_secret_value():
             self._headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
         self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._redact = Redactor([config.api_key])  # a failing endpoint may echo the key it was sent
         self._max_connections = max_connections
         # Proxy settings are read once here: aiohttp's trust_env re-reads the environment (and ~/.netrc) on
         # every request, which doubled the client's CPU per round at 256 trajectories.
@@ -94,9 +96,9 @@ class OpenAIChatPolicy:
         except (TimeoutError, aiohttp.ClientError) as exc:
             return None, f"{type(exc).__name__} talking to {self.config.base_url}"
         if status in _RETRY_STATUS:
-            return retry_after_seconds(headers.get("retry-after")), f"HTTP {status}: {error_message(raw)}"
+            return retry_after_seconds(headers.get("retry-after")), f"HTTP {status}: {self._redact(error_message(raw))}"
         if status >= 400:
-            message = error_message(raw)
+            message = self._redact(error_message(raw))
             if status == 400 and _CONTEXT_ERROR.search(message):
                 raise ContextLengthExceeded(message)
             raise PolicyError(f"policy endpoint answered HTTP {status}: {message}")

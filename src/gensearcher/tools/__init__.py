@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gensearcher._redact import Redactor
 from gensearcher.config import Settings, env_name
 from gensearcher.errors import ConfigError
 from gensearcher.tools.base import (
@@ -63,19 +64,25 @@ class ResearchTools:
 
 
 def build_web(settings: Settings, *, output_dir: Path | None = None) -> Web:
-    """The cached, hardened network door configured by `settings` (no fetcher at all in replay mode)."""
+    """The cached, hardened network door configured by `settings` (no fetcher at all in replay mode).
+
+    Two clients: the tools' fetcher, which trusts nothing (every URL from the model, a search result or a
+    redirect meets the address rule), and the endpoint client, which reaches exactly the configured API
+    endpoints (search, SearXNG, Jina) and nothing else. The summariser has its own client.
+    The cache defaults to `<output_dir>/web-cache` of this run, so runs never share entries unasked.
+    """
     cache_cfg = settings.cache
     cache = None
     if cache_cfg.mode != "off":
-        cache = WebCache(cache_cfg.dir or settings.output_dir / "web-cache", mode=cache_cfg.mode,
+        cache = WebCache(cache_cfg.dir or (output_dir or settings.output_dir) / "web-cache", mode=cache_cfg.mode,
                          max_age_s=cache_cfg.max_age_s)
-    fetcher = None
+    fetcher = endpoints = None
     if cache_cfg.mode != "replay":
         fetcher = Fetcher(settings.fetch)
         search = settings.search
-        fetcher.trust(search.text_search_url, search.image_search_url, search.searxng_url, search.jina_url,
-                      search.summary_base_url or settings.policy.base_url)
-    return Web(fetcher, cache)
+        endpoints = Fetcher(settings.fetch, endpoints=[search.text_search_url, search.image_search_url,
+                                                       search.searxng_url, search.jina_url])
+    return Web(fetcher, cache, endpoints=endpoints)
 
 
 def _backend(name: str, settings: Settings, web: Web) -> SearchBackend:
@@ -112,11 +119,12 @@ def build_tools(settings: Settings, *, output_dir: Path | None = None) -> Resear
     from gensearcher.tools.browse import BrowseTool
     from gensearcher.tools.local import LocalCorpus
     from gensearcher.tools.search import ImageSearchTool, SearchTool
+    from gensearcher.web.extract_pool import ExtractionPool
 
     search = settings.search
     text_name = search.text_backend()
     image_name = search.image_backend or text_name
-    web = build_web(settings)
+    web = build_web(settings, output_dir=output_dir)
     text_backend = _backend(text_name, settings, web)
     image_backend = text_backend if image_name == text_name else _backend(image_name, settings, web)
 
@@ -132,13 +140,20 @@ def build_tools(settings: Settings, *, output_dir: Path | None = None) -> Resear
         closers.append(summariser)
     corpus = text_backend if isinstance(text_backend, LocalCorpus) else None
     image_dir = search.image_dir or (output_dir or settings.output_dir) / "images"
+    image_search = ImageSearchTool(image_backend, web, image_dir=image_dir, candidates=search.image_candidates,
+                                   max_pixels=search.max_image_pixels, stored_pixels=search.stored_image_pixels,
+                                   decode_memory_bytes=search.image_decode_memory_mb * 2**20)
+    extractor = ExtractionPool(workers=search.extract_workers, timeout_s=search.extract_timeout_s,
+                               max_bytes=search.extract_max_bytes)
+    closers += [image_search, extractor]
     tools = {
         "search": SearchTool(text_backend),
-        "image_search": ImageSearchTool(image_backend, web, image_dir=image_dir, candidates=search.image_candidates,
-                                        max_pixels=search.max_image_pixels, stored_pixels=search.stored_image_pixels),
+        "image_search": image_search,
         "browse": BrowseTool(web, summariser=summariser, summariser_name=summariser_name,
                              max_chars=search.max_browse_chars, chunk_tokens=search.summary_chunk_tokens,
                              jina_key=search.jina_api_keys.get_secret_value() if search.jina_api_keys else None,
-                             jina_url=search.jina_url, corpus=corpus),
+                             jina_url=search.jina_url, corpus=corpus, extractor=extractor),
     }
-    return ResearchTools(Toolbox(tools, timeout_s=settings.agent.tool_timeout_s), web, closers)
+    # Every configured secret is cut from every observation: a failing server may echo what it was sent.
+    toolbox = Toolbox(tools, timeout_s=settings.agent.tool_timeout_s, redact=Redactor.from_settings(settings))
+    return ResearchTools(toolbox, web, closers)

@@ -238,12 +238,15 @@ class ToolCallOutcome(BaseModel):
 class Toolbox:
     """The tools one agent may call: protocol specs paired with implementations."""
 
-    def __init__(self, implementations: Mapping[str, ToolFn], *, timeout_s: float = 120.0):
+    def __init__(self, implementations: Mapping[str, ToolFn], *, timeout_s: float = 120.0,
+                 redact: Callable[[str], str] | None = None):
         unknown = set(implementations) - set(PROTOCOL_TOOLS)
         if unknown:
             raise ValueError(f"not protocol tools: {sorted(unknown)}; expected some of {sorted(PROTOCOL_TOOLS)}")
         self._impls = dict(implementations)
         self.timeout_s = timeout_s
+        # Applied to every observation: error texts of remote parties may echo a configured secret.
+        self._redact = redact or (lambda text: text)
 
     @property
     def specs(self) -> list[ToolSpec]:
@@ -258,6 +261,7 @@ class Toolbox:
         started = time.monotonic()
 
         def failed(message: str, ran: _Args | None = None, notes: list[str] | None = None) -> ToolCallOutcome:
+            message = self._redact(message)
             result = ToolResult(text=message, error=message)
             return ToolCallOutcome(result=result, duration_s=time.monotonic() - started,
                                    arguments=ran.model_dump() if ran is not None else {}, normalised=notes or [])
@@ -286,6 +290,8 @@ class Toolbox:
         except Exception as exc:  # a bug in a tool must not end the trajectory
             logger.exception("tool %s crashed", name)
             return failed(f"Error: {name} failed with an internal error ({type(exc).__name__}).", args, notes)
+        result = result.model_copy(update={"text": self._redact(result.text),
+                                           "error": self._redact(result.error) if result.error else result.error})
         return ToolCallOutcome(
             result=result, duration_s=time.monotonic() - started, arguments=args.model_dump(), normalised=notes
         )

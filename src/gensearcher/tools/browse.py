@@ -19,7 +19,7 @@ from gensearcher.policy.base import PolicyBackend
 from gensearcher.tools.base import BrowseArgs, ToolResult
 from gensearcher.tools.local import LocalCorpus
 from gensearcher.web import Web
-from gensearcher.web.extract import extract_text
+from gensearcher.web.extract_pool import ExtractionPool
 
 SUMMARY_SYSTEM = (
     "You read web pages for a research assistant who is preparing an image generation prompt. The page text "
@@ -32,13 +32,17 @@ SUMMARY_USER = (
     "exact wording of any text. Be concise."
 )
 CHARS_PER_TOKEN = 4
+MAX_URL_CHARS = 4096  # longer "URLs" are model noise; echoing them whole would flood the context
 
 
 class BrowseTool:
     def __init__(self, web: Web, *, summariser: PolicyBackend | None, summariser_name: str = "", max_chars: int = 20_000,
                  chunk_tokens: int = 24_000, jina_key: str | None = None, jina_url: str = "https://r.jina.ai",
-                 summary_tokens: int = 2048, corpus: LocalCorpus | None = None):
+                 summary_tokens: int = 2048, corpus: LocalCorpus | None = None,
+                 extractor: ExtractionPool | None = None):
         self.web = web
+        # Extraction of fetched documents runs in killable worker processes, bounded in size and time.
+        self.extractor = extractor or ExtractionPool()
         self.summariser = summariser
         self.summariser_name = summariser_name
         self.max_chars = max_chars
@@ -51,20 +55,25 @@ class BrowseTool:
     async def __call__(self, args: BrowseArgs) -> ToolResult:
         used: list[str] = []
         url = args.url.strip()
-        scheme = urlsplit(url).scheme
+        if len(url) > MAX_URL_CHARS:
+            raise ToolError(f"the URL is {len(url)} characters long; at most {MAX_URL_CHARS} are accepted")
+        try:
+            scheme = urlsplit(url).scheme
+        except ValueError:
+            raise ToolError(f"{_short(url)!r} is not a valid URL") from None
         if self.corpus is not None and scheme in ("", "file"):
             title, text = await asyncio.to_thread(self.corpus.read, url)
         elif scheme in ("http", "https"):
             title, text = await self._read(url, used)
         else:
-            raise ToolError(f"browse reads http and https pages only, not {url[:100]!r}")
+            raise ToolError(f"browse reads http and https pages only, not {_short(url)!r}")
         if not text.strip():
-            return ToolResult(text=f"The page {url} has no readable text.", cache_keys=used)
+            return ToolResult(text=f"The page {_short(url)} has no readable text.", cache_keys=used)
         try:
             summary = await self._summarise(url, args.query, title, text, used)
         except (PolicyError, ToolError) as exc:
             summary = self._extract_notice(text, f"the summariser failed: {exc}")
-        return ToolResult(text=f"Page: {url}\n{summary}", cache_keys=used)
+        return ToolResult(text=f"Page: {_short(url)}\n{summary}", cache_keys=used)
 
     async def _read(self, url: str, used: list[str]) -> tuple[str, str]:
         if self.jina_key:
@@ -72,10 +81,13 @@ class BrowseTool:
                 await self.web.fetcher.check_destination(url)  # never hand an internal URL to a third party
             result = await self.web.fetch(f"{self.jina_url}/{url}", namespace="jina", params_for_key={"target": url},
                                           headers={"authorization": f"Bearer {self.jina_key}", "accept": "text/plain"},
-                                          used=used)
+                                          used=used, endpoint=True)
             return "", result.body.decode("utf-8", errors="replace")
         result = await self.web.fetch(url, used=used, headers={"accept": "text/html,application/pdf,text/plain;q=0.9,*/*;q=0.5"})
-        return await asyncio.to_thread(extract_text, result.body, result.content_type, result.url)
+        return await self.extractor.extract(result.body, result.content_type, result.url)
+
+    async def aclose(self) -> None:
+        await self.extractor.aclose()
 
     async def _summarise(self, url: str, query: str, title: str, text: str, used: list[str]) -> str:
         if self.summariser is None:
@@ -106,6 +118,10 @@ class BrowseTool:
         shown = text[: self.max_chars]
         more = f" of {len(text)}" if len(text) > len(shown) else ""
         return f"[Page text, not summarised ({why}); {len(shown)}{more} characters shown:]\n{shown}"
+
+
+def _short(url: str, limit: int = 200) -> str:
+    return url if len(url) <= limit else url[: limit - 3] + "..."
 
 
 def _split(text: str, size: int, overlap: int = 400) -> list[str]:

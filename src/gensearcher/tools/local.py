@@ -55,7 +55,7 @@ def _fill(db: sqlite3.Connection, root: Path) -> tuple[int, int]:
     image_paths: list[Path] = []
     documents = 0
     for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
+        if not path.is_file() or path.name.startswith(".") or not _inside(path, root):
             continue
         suffix = path.suffix.lower()
         if suffix in IMAGE_SUFFIXES:
@@ -77,6 +77,15 @@ def _fill(db: sqlite3.Connection, root: Path) -> tuple[int, int]:
         db.execute("INSERT INTO images VALUES (?, ?, ?)", (str(path), caption or words, body))
     db.commit()
     return documents, len(image_paths)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path`, symlinks followed, stays inside `root`: the same rule `read` (browse) applies, so the
+    index never lists, and image search never copies, a file the corpus does not hold."""
+    try:
+        return path.resolve(strict=True).is_relative_to(root)
+    except (OSError, RuntimeError):  # a dangling link or a loop
+        return False
 
 
 class LocalCorpus:

@@ -9,11 +9,15 @@ rank order. The agent gives them their IMG ids.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gensearcher.errors import ToolError
-from gensearcher.images import store_image_bytes
+from gensearcher.images import DEFAULT_MAX_PIXELS, image_decode_cost, store_image_bytes
 from gensearcher.messages import ImageRef
 from gensearcher.tools.base import (
     ImageCandidate,
@@ -60,16 +64,46 @@ class SearchTool:
                           error="; ".join(errors) if len(errors) == len(blocks) else None)
 
 
+class DecodeBudget:
+    """A memory budget for image decodes: a decode waits until its cost fits. One larger than the whole
+    budget runs alone."""
+
+    def __init__(self, total_bytes: int):
+        self.total = total_bytes
+        self.used = 0
+        self.peak = 0  # the most ever held at once (for tests and benchmarks)
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, cost: int) -> AsyncIterator[None]:
+        cost = min(cost, self.total)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used + cost <= self.total)
+            self.used += cost
+            self.peak = max(self.peak, self.used)
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.used -= cost
+                self._changed.notify_all()
+
+
 class ImageSearchTool:
     """Args:
         backend: where candidates come from.
         web: the cached, hardened door to the network.
         image_dir: where validated images are stored (content-addressed).
         candidates: how many hits to download at once to find `top_k` usable ones.
+        max_pixels: images that would decode to more pixels are refused before decoding.
+        stored_pixels: images are stored re-encoded at most this large.
+        decode_memory_bytes: memory the decodes of this tool may hold at once; downloads run concurrently,
+            decodes wait for room (ten 4096x4096 PNGs at once would otherwise need 2 GB).
     """
 
     def __init__(self, backend: SearchBackend, web: Web, *, image_dir: Path, candidates: int = 10,
-                 max_pixels: int = 40_000_000, stored_pixels: int = 4_194_304, max_bytes: int | None = None):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, stored_pixels: int = 4_194_304, max_bytes: int | None = None,
+                 decode_memory_bytes: int = 512 * 2**20):
         self.backend = backend
         self.web = web
         self.image_dir = image_dir
@@ -77,6 +111,8 @@ class ImageSearchTool:
         self.max_pixels = max_pixels
         self.stored_pixels = stored_pixels
         self.max_bytes = max_bytes
+        self.budget = DecodeBudget(decode_memory_bytes)
+        self._decoders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gensearcher-decode")
 
     async def __call__(self, args: ImageSearchArgs) -> ToolResult:
         used: list[str] = []
@@ -114,8 +150,18 @@ class ImageSearchTool:
                 options = {"max_bytes": self.max_bytes} if self.max_bytes else {}
                 result = await self.web.fetch(candidate.image_url, headers=headers, used=used, **options)
                 data, declared = result.body, result.content_type
-            return await asyncio.to_thread(store_image_bytes, data, self.image_dir, declared_type=declared,
-                                           max_pixels=self.max_pixels, stored_pixels=self.stored_pixels)
-        except (ToolError, OSError) as exc:
+            return await self._store(data, declared)
+        except (ToolError, OSError, ValueError) as exc:  # one bad candidate (even a malformed URL) is skipped
             logger.info("image %s skipped: %s", candidate.image_url[:120], exc)
             return None
+
+    async def _store(self, data: bytes, declared: str) -> ImageRef:
+        loop = asyncio.get_running_loop()
+        sizes = {"max_pixels": self.max_pixels, "stored_pixels": self.stored_pixels}
+        cost = await loop.run_in_executor(self._decoders, functools.partial(image_decode_cost, data, **sizes))
+        async with self.budget.hold(cost):
+            return await loop.run_in_executor(
+                self._decoders, functools.partial(store_image_bytes, data, self.image_dir, declared_type=declared, **sizes))
+
+    async def aclose(self) -> None:
+        self._decoders.shutdown(wait=False, cancel_futures=True)

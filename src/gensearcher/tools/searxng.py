@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 from gensearcher.errors import ToolError
 from gensearcher.tools.base import ImageCandidate, WebHit
-from gensearcher.web import FetchError, Web
+from gensearcher.web import FetchError, Web, json_check
 
 
 class SearxngBackend:
@@ -19,16 +19,19 @@ class SearxngBackend:
 
     async def _query(self, query: str, category: str, used: list[str]) -> list[dict[str, Any]]:
         url = f"{self.base_url}/search?{urlencode({'q': query, 'format': 'json', 'categories': category})}"
+
+        def check(payload: Any) -> None:  # before the cache stores it: an error answer is never replayed
+            if not isinstance(payload, dict) or not isinstance(payload.get("results"), list):
+                raise ToolError("SearXNG sent an unexpected answer")
+
         try:
-            payload = await self.web.fetch_json(url, namespace=f"searxng.{category}", used=used)
+            payload = await self.web.fetch_json(url, namespace=f"searxng.{category}", used=used, endpoint=True,
+                                                check=json_check(check))
         except FetchError as exc:
             if exc.status == 403:
                 raise ToolError("the SearXNG instance has the JSON format disabled (enable it in settings.yml)") from None
             raise
-        results = payload.get("results") if isinstance(payload, dict) else None
-        if not isinstance(results, list):
-            raise ToolError("SearXNG sent an unexpected answer")
-        return [item for item in results if isinstance(item, dict)]
+        return [item for item in payload["results"] if isinstance(item, dict)]
 
     async def search(self, query: str, top_k: int, used: list[str]) -> list[WebHit]:
         return [WebHit(title=str(item.get("title") or item["url"]), url=str(item["url"]),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from gensearcher._redact import Redactor
 from gensearcher.errors import ToolError
 from gensearcher.tools.base import ImageCandidate, WebHit
-from gensearcher.web import FetchError, Web
+from gensearcher.web import FetchError, Web, json_check
 
 
 class SerperBackend:
@@ -15,25 +16,34 @@ class SerperBackend:
     def __init__(self, web: Web, *, api_key: str, search_url: str, images_url: str):
         self.web = web
         self._headers = {"x-api-key": api_key, "content-type": "application/json"}
+        self._redact = Redactor([api_key])
         self.search_url = search_url
         self.images_url = images_url
 
     async def _post(self, url: str, namespace: str, query: str, num: int, used: list[str],
                     results_key: str) -> dict[str, Any]:
-        """The answer of one Serper call; an error answer (even one sent with HTTP 200) raises ToolError."""
+        """The answer of one Serper call; an error answer (even one sent with HTTP 200) raises ToolError.
+
+        The check runs before the cache stores the answer: an error is never recorded, so never replayed.
+        """
+
+        def check(payload: Any) -> None:
+            if not isinstance(payload, dict):
+                raise ToolError("Serper sent an unexpected answer")
+            if results_key not in payload and ("message" in payload or "error" in payload):
+                message = str(payload.get("message") or payload.get("error"))[:300]
+                raise ToolError(f"Serper: {self._redact(message)}")
+
         body = {"q": query, "num": num}
         try:
             payload = await self.web.fetch_json(url, namespace=namespace, method="POST", json_body=body,
-                                                headers=self._headers, used=used)
+                                                headers=self._headers, used=used, endpoint=True,
+                                                check=json_check(check))
         except FetchError as exc:
             if exc.status == 403:
                 raise ToolError("Serper refused the API key (HTTP 403)") from None
             raise
-        if not isinstance(payload, dict):
-            raise ToolError("Serper sent an unexpected answer")
-        if results_key not in payload and ("message" in payload or "error" in payload):
-            raise ToolError(f"Serper: {payload.get('message') or payload.get('error')}")
-        return payload
+        return payload  # type: ignore[no-any-return]
 
     async def search(self, query: str, top_k: int, used: list[str]) -> list[WebHit]:
         payload = await self._post(self.search_url, "serper.search", query, top_k, used, "organic")

@@ -17,12 +17,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import sqlite3
 import tarfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic import BaseModel
 
@@ -70,13 +71,21 @@ class WebCache:
 
     async def get_or_fetch(self, namespace: str, request: dict[str, Any],
                            fetch: Callable[[], Awaitable[tuple[bytes, dict[str, Any]]]],
-                           *, used: list[str] | None = None) -> CachedValue:
-        """The cached value of `request`, or `fetch()`'s (stored per the mode). Appends the key to `used`."""
+                           *, used: list[str] | None = None,
+                           valid: Callable[[bytes, dict[str, Any]], bool] | None = None) -> CachedValue:
+        """The cached value of `request`, or `fetch()`'s (stored per the mode). Appends the key to `used`.
+
+        `valid(body, meta)` False marks a stored entry as unusable (an error answer recorded by an older
+        version): it is dropped and fetched again, never replayed.
+        """
         key = cache_key(namespace, request)
         if used is not None and key not in used:
             used.append(key)
         if self.mode in ("readwrite", "replay"):
             found = self.lookup(key)
+            if found is not None and valid is not None and not valid(found.body, found.meta):
+                self._db.execute("DELETE FROM entries WHERE key = ?", (key,))
+                found = None
             if found is not None:
                 return found
             if self.mode == "replay":
@@ -137,35 +146,98 @@ class WebCache:
         return len(rows), missing
 
     def import_archive(self, archive: Path) -> int:
-        """Load a tar written by `export`. Blobs are checked against their hashes. Returns entries loaded."""
+        """Load a tar written by `export`. Returns entries loaded.
+
+        Members are streamed, never read whole into memory (the entry list has its own cap); each blob is
+        checked against its hash and each key against its namespace and request, so an archive cannot
+        plant an answer under another request's key. Nothing is stored unless the whole archive checks out.
+        """
         if not archive.is_file():
             raise UserError(f"cache archive not found: {archive}")
+        staging = self.root / "import.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            entries, blobs = self._read_archive(archive, staging)
+            for entry in entries:
+                if entry.blob not in blobs:
+                    raise UserError(f"{archive}: blob {entry.blob[:12]} is missing")
+            for blob in blobs:
+                path = self._blob_path(blob)
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    (staging / blob).replace(path)
+            for entry in entries:
+                self._db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+                                 (entry.key, entry.namespace, entry.request, entry.meta, entry.blob, entry.created))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return len(entries)
+
+    def _read_archive(self, archive: Path, staging: Path) -> tuple[list[_ArchiveEntry], set[str]]:
+        entries: list[_ArchiveEntry] = []
+        blobs: set[str] = set()
         try:
             with tarfile.open(archive, mode="r:*") as tar:
-                blobs: dict[str, bytes] = {}
-                entries: list[dict[str, Any]] = []
-                for member in tar.getmembers():
+                for member in tar:
                     if not member.isfile():
                         continue
                     handle = tar.extractfile(member)
                     if handle is None:
                         continue
-                    data = handle.read()
                     if member.name == "entries.jsonl":
-                        entries = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+                        if member.size > MAX_ENTRIES_BYTES:
+                            raise UserError(f"{archive}: entries.jsonl is larger than {MAX_ENTRIES_BYTES} bytes")
+                        entries = [_entry(archive, line) for line in handle.read().decode("utf-8").splitlines()
+                                   if line.strip()]
                     elif member.name.startswith("blobs/"):
-                        blobs[member.name.removeprefix("blobs/")] = data
-        except (tarfile.TarError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+                        blobs.add(_stream_blob(archive, member.name.removeprefix("blobs/"), handle, staging))
+        except (tarfile.TarError, EOFError, OSError, UnicodeDecodeError) as exc:
             raise UserError(f"{archive} is not a gensearcher cache archive: {exc}") from None
-        loaded = 0
-        for entry in entries:
-            body = blobs.get(entry["blob"])
-            if body is None or hashlib.sha256(body).hexdigest() != entry["blob"]:
-                raise UserError(f"{archive}: blob {entry['blob'][:12]} is missing or corrupt")
-            self.store(entry["key"], entry["namespace"], json.loads(entry["request"]), body, json.loads(entry["meta"]),
-                       created=entry["created"])
-            loaded += 1
-        return loaded
+        return entries, blobs
+
+
+MAX_ENTRIES_BYTES = 256 * 2**20
+_HEX = frozenset("0123456789abcdef")
+
+
+class _ArchiveEntry(BaseModel):
+    """One row of an exported cache, as checked on import."""
+
+    key: str
+    namespace: str
+    request: str  # JSON text, as stored in the index
+    meta: str
+    blob: str
+    created: float
+
+
+def _entry(archive: Path, line: str) -> _ArchiveEntry:
+    try:
+        entry = _ArchiveEntry.model_validate_json(line)
+        request, meta = json.loads(entry.request), json.loads(entry.meta)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{archive}: an entry is malformed: {str(exc)[:200]}") from None
+    if not isinstance(request, dict) or not isinstance(meta, dict):
+        raise UserError(f"{archive}: an entry's request or meta is not an object")
+    if cache_key(entry.namespace, request) != entry.key:
+        raise UserError(f"{archive}: entry {entry.key[:12]} does not match its request (a planted answer?)")
+    if len(entry.blob) != 64 or not set(entry.blob) <= _HEX:
+        raise UserError(f"{archive}: entry {entry.key[:12]} names an invalid blob")
+    return entry
+
+
+def _stream_blob(archive: Path, name: str, handle: IO[bytes], staging: Path) -> str:
+    if len(name) != 64 or not set(name) <= _HEX:
+        raise UserError(f"{archive}: unexpected member blobs/{name[:80]}")
+    digest = hashlib.sha256()
+    with (staging / name).open("wb") as out:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            out.write(chunk)
+    if digest.hexdigest() != name:
+        raise UserError(f"{archive}: blob {name[:12]} is corrupt")
+    return name
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -2,15 +2,22 @@
 
 Nothing the network returns is trusted:
 - only http and https; at most `max_redirects` redirects, each one checked again;
-- the host is resolved by our resolver, which refuses private, loopback, link-local, multicast, reserved and
-  cloud-metadata addresses (everything that is not globally routable), and the connection goes to the
-  address that was checked, so a DNS answer cannot change between check and connect (no rebinding);
+- the host is checked in the form the connection will use (yarl's IDNA/NFKC-normalised host, so
+  `http://１２７.０.０.１/` is 127.0.0.1), refused when it is, or resolves to, a private, loopback,
+  link-local, multicast, reserved or cloud-metadata address, including IPv4 addresses embedded in IPv6
+  (IPv4-mapped, IPv4-compatible, NAT64 64:ff9b::/96, 6to4 2002::/16, Teredo). The check runs again in
+  the connector for literals and for every resolved address, and the connection goes to the address that
+  was checked, so a DNS answer cannot change between check and connect (no rebinding);
 - a byte cap enforced while streaming (after decompression, so a gzip bomb stops at the cap);
 - a total deadline over redirects and retries; a per-host concurrency limit;
-- retries with backoff on 429 and 5xx (honouring Retry-After) and on connection errors.
+- retries with backoff on 429 and 5xx (honouring Retry-After) and on connection errors;
+- credential headers (authorization, API keys, cookies) never follow a redirect to another origin.
 
-Endpoints the user configured (a search API, a SearXNG instance, the summariser) are `trusted_hosts`:
-the address rule does not apply to them, since the user chose them, not the network.
+A Fetcher built with `endpoints` is the system's own client for the API endpoints the user configured
+(a search API, SearXNG, Jina Reader): it fetches only URLs inside those endpoints (same scheme, host, port
+and path prefix), for them the address rule is lifted (the user chose them, not the network), and it
+follows redirects only within them. The tools' fetcher, which fetches URLs that came from the model, a
+search result or a redirect, has no such exemption.
 """
 
 from __future__ import annotations
@@ -20,16 +27,18 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Iterable
-from typing import Any
-from urllib.parse import urljoin, urlsplit
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+from urllib.parse import urljoin
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from pydantic import BaseModel
+from yarl import URL
 
 from gensearcher._http import backoff, retry_after_seconds
+from gensearcher._redact import credential_headers
 from gensearcher.config import FetchConfig
 from gensearcher.errors import ToolError
 
@@ -38,6 +47,8 @@ logger = logging.getLogger(__name__)
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _REDIRECT_STATUS = {301, 302, 303, 307, 308}
 _METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data", "instance-data.ec2.internal"}
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 class FetchError(ToolError):
@@ -59,6 +70,20 @@ class FetchResult(BaseModel):
     retry_after: float | None = None
 
 
+def embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to (6to4, NAT64, IPv4-compatible, Teredo)."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    found = []
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if any(ip in network for network in _NAT64) or ip in _IPV4_COMPATIBLE:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
 class AddressPolicy:
     """Which IP addresses may be contacted."""
 
@@ -69,7 +94,11 @@ class AddressPolicy:
     def allows(self, address: str) -> bool:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+            ip = ip.ipv4_mapped  # the same address as the IPv4 one
+        # An IPv6 address that embeds an IPv4 one reaches that IPv4 address through a gateway: both must pass.
+        return all(self._allows_one(candidate) for candidate in (ip, *embedded_ipv4(ip)))
+
+    def _allows_one(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         if any(ip in network for network in self.allowed):
             return True
         if self.allow_private:
@@ -77,17 +106,52 @@ class AddressPolicy:
         return ip.is_global and not ip.is_multicast
 
 
+class Target(NamedTuple):
+    """A URL in the form the connection uses: yarl's normalised scheme, ASCII host, port and path."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return self.scheme, self.host, self.port
+
+
+def parse_target(url: str) -> Target:
+    """The URL as aiohttp will connect to it; FetchError for what is not a well-formed http(s) URL."""
+    try:
+        parsed = URL(url)
+        scheme, host, port = parsed.scheme.lower(), parsed.raw_host, parsed.port
+    except (ValueError, TypeError, UnicodeError):
+        raise FetchError("scheme", f"the URL {_short(url)!r} is malformed") from None
+    if scheme not in ("http", "https"):
+        raise FetchError("scheme", f"only http and https URLs can be fetched, not {_short(scheme) or 'no scheme'!r}")
+    if not host or port is None:
+        raise FetchError("scheme", f"the URL {_short(url)} has no host")
+    return Target(scheme, host.lower().rstrip("."), port, parsed.raw_path or "/")
+
+
+def _literal(host: str) -> str | None:
+    """The address of an IP-literal host (zone id dropped), or None for a name."""
+    try:
+        return str(ipaddress.ip_address(host.split("%", 1)[0]))
+    except ValueError:
+        return None
+
+
 class _GuardedResolver(AbstractResolver):
     """Resolves with the system resolver, then drops every address the policy refuses."""
 
-    def __init__(self, policy: AddressPolicy, trusted_hosts: set[str]):
+    def __init__(self, policy: AddressPolicy, trusted_hosts: frozenset[str]):
         self._inner = ThreadedResolver()
         self._policy = policy
         self._trusted = trusted_hosts
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
-        if host.lower() in self._trusted:
+        if host.lower().rstrip(".") in self._trusted:
             return results
         allowed = [result for result in results if self._policy.allows(result["host"])]
         if not allowed:
@@ -98,37 +162,49 @@ class _GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
+class _GuardedConnector(aiohttp.TCPConnector):
+    """aiohttp connects to IP literals without asking the resolver; this checks them at connect time too."""
+
+    def __init__(self, policy: AddressPolicy, trusted_hosts: frozenset[str], **kwargs: Any):
+        super().__init__(resolver=_GuardedResolver(policy, trusted_hosts), **kwargs)
+        self._guard_policy = policy
+        self._guard_trusted = trusted_hosts
+
+    async def _resolve_host(self, host: str, port: int, traces: Sequence[Any] | None = None) -> list[ResolveResult]:
+        address = _literal(host)
+        if address is not None and host.lower() not in self._guard_trusted and not self._guard_policy.allows(address):
+            raise BlockedAddress(host, [address])
+        return await super()._resolve_host(host, port, traces)
+
+
 class BlockedAddress(Exception):
     """Raised inside aiohttp's connector; turned into a FetchError by the fetcher."""
 
     def __init__(self, host: str, addresses: list[str]):
-        super().__init__(f"{host} resolves only to refused addresses ({', '.join(sorted(set(addresses)))})")
+        super().__init__(f"{_short(host)} resolves only to refused addresses ({', '.join(sorted(set(addresses)))})")
 
 
 class Fetcher:
-    """`await fetcher.fetch(url)` -> FetchResult, or a FetchError that says why not."""
+    """`await fetcher.fetch(url)` -> FetchResult, or a FetchError that says why not.
 
-    def __init__(self, config: FetchConfig, *, trusted_hosts: Iterable[str] = ()):
+    Args:
+        config: caps, deadlines, retries and the address rule.
+        endpoints: when given, this is an endpoint client: it fetches only URLs inside these configured
+            endpoints (scheme, host, port, path prefix), exempt from the address rule.
+    """
+
+    def __init__(self, config: FetchConfig, *, endpoints: Iterable[str | None] = ()):
         self.config = config
         self.policy = AddressPolicy(allow_private=config.allow_private_networks, allowed_networks=config.allowed_networks)
-        self.trusted_hosts = {host.lower() for host in trusted_hosts if host}
+        self.endpoints = tuple(dict.fromkeys(parse_target(url.rstrip("/")) for url in endpoints if url))
+        self._trusted_hosts = frozenset(endpoint.host for endpoint in self.endpoints)
         self._session: aiohttp.ClientSession | None = None
         self._host_limits: dict[str, asyncio.Semaphore] = {}
         self.requests_sent = 0  # every HTTP request that left this process (for tests and benchmarks)
 
-    def trust(self, *urls: str | None) -> None:
-        """Exempt the hosts of user-configured endpoints from the address rule."""
-        for url in urls:
-            if url:
-                host = urlsplit(url).hostname
-                if host:
-                    self.trusted_hosts.add(host.lower())
-
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                resolver=_GuardedResolver(self.policy, self.trusted_hosts), limit=256, ttl_dns_cache=60
-            )
+            connector = _GuardedConnector(self.policy, self._trusted_hosts, limit=256, ttl_dns_cache=60)
             # trust_env=False: a proxy would connect to addresses we never checked.
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=False, auto_decompress=True,
@@ -179,14 +255,23 @@ class Fetcher:
                                 max_bytes: int) -> FetchResult:
         redirects: list[str] = []
         current = url
+        origin = self.check_url(url).origin
         while True:
-            self._check_url(current)
-            status, response_headers, body = await self._request_once(current, method, json, data, headers, max_bytes)
+            target = self.check_url(current, redirected=bool(redirects))
+            if target.origin != origin:
+                # Credentials were meant for the first origin only, never for where a redirect points.
+                secret = credential_headers(headers)
+                headers = {name: value for name, value in headers.items() if name not in secret}
+            status, response_headers, body = await self._request_once(current, target, method, json, data, headers,
+                                                                      max_bytes)
             if status in _REDIRECT_STATUS and "location" in response_headers:
                 if len(redirects) >= self.config.max_redirects:
                     raise FetchError("redirects", f"{_short(url)} redirected more than {self.config.max_redirects} times")
                 redirects.append(current)
-                current = urljoin(current, response_headers["location"])
+                try:
+                    current = urljoin(current, response_headers["location"])
+                except ValueError:
+                    raise FetchError("redirects", f"{_short(current)} redirected to a malformed URL") from None
                 if status == 303 or (status in (301, 302) and method == "POST"):
                     method, json, data = "GET", None, None
                 continue
@@ -196,44 +281,42 @@ class Fetcher:
 
     async def check_destination(self, url: str) -> None:
         """Refuse `url` if it could not be fetched under the address rule, without connecting to it."""
-        self._check_url(url)
-        host = (urlsplit(url).hostname or "").lower()
-        if host in self.trusted_hosts:
-            return
+        target = self.check_url(url)
+        if self._endpoint_of(target) is not None or _literal(target.host) is not None:
+            return  # a configured endpoint, or a literal address that _check_url checked
         try:
-            ipaddress.ip_address(host)
-            return  # a literal address was checked by _check_url
-        except ValueError:
-            pass
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+            infos = await asyncio.get_running_loop().getaddrinfo(target.host, None)
         except OSError as exc:
-            raise FetchError("connection", f"cannot resolve {host}: {exc}") from None
+            raise FetchError("connection", f"cannot resolve {_short(target.host)}: {exc}") from None
         addresses = {str(info[4][0]) for info in infos}
         if not addresses or not all(self.policy.allows(address) for address in addresses):
-            raise FetchError("blocked_address", f"{host} resolves to a refused address")
+            raise FetchError("blocked_address", f"{_short(target.host)} resolves to a refused address")
 
-    def _check_url(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https"):
-            raise FetchError("scheme", f"only http and https URLs can be fetched, not {parts.scheme or 'no scheme'!r}")
-        host = (parts.hostname or "").lower()
-        if not host:
-            raise FetchError("scheme", f"the URL {_short(url)} has no host")
-        if host in self.trusted_hosts:
-            return
-        if host in _METADATA_HOSTS:
-            raise FetchError("blocked_address", f"{host} is a cloud metadata host and is never fetched")
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            return  # a name: the resolver checks every address it resolves to
-        if not self.policy.allows(host):
-            raise FetchError("blocked_address", f"{host} is a private, loopback or reserved address and is not fetched")
+    def _endpoint_of(self, target: Target) -> Target | None:
+        for endpoint in self.endpoints:
+            if target.origin == endpoint.origin and (
+                endpoint.path in ("", "/") or target.path == endpoint.path or target.path.startswith(endpoint.path + "/")
+            ):
+                return endpoint
+        return None
 
-    async def _request_once(self, url: str, method: str, json: Any, data: Any, headers: dict[str, str],
-                            max_bytes: int) -> tuple[int, dict[str, str], bytes]:
-        host = (urlsplit(url).hostname or "").lower()
+    def check_url(self, url: str, *, redirected: bool = False) -> Target:
+        target = parse_target(url)
+        if self.endpoints:
+            if self._endpoint_of(target) is None:
+                what = "redirected outside the configured endpoints" if redirected else "is not a configured endpoint"
+                raise FetchError("redirects" if redirected else "blocked_address", f"{_short(url)} {what}")
+            return target
+        if target.host in _METADATA_HOSTS:
+            raise FetchError("blocked_address", f"{target.host} is a cloud metadata host and is never fetched")
+        address = _literal(target.host)
+        if address is not None and not self.policy.allows(address):
+            raise FetchError("blocked_address", f"{address} is a private, loopback or reserved address and is not fetched")
+        return target  # a name: the resolver checks every address it resolves to
+
+    async def _request_once(self, url: str, target: Target, method: str, json: Any, data: Any,
+                            headers: dict[str, str], max_bytes: int) -> tuple[int, dict[str, str], bytes]:
+        host = target.host
         limit = self._host_limits.setdefault(host, asyncio.Semaphore(self.config.per_host_concurrency))
         async with limit:
             self.requests_sent += 1
@@ -252,10 +335,12 @@ class Fetcher:
                     return response.status, response_headers, bytes(body)
             except BlockedAddress as exc:
                 raise FetchError("blocked_address", str(exc)) from None
+            except aiohttp.InvalidURL:
+                raise FetchError("scheme", f"the URL {_short(url)!r} is malformed") from None
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc.__cause__, BlockedAddress) or isinstance(exc.os_error, BlockedAddress):
                     raise FetchError("blocked_address", str(exc.__cause__ or exc.os_error)) from None
-                raise FetchError("connection", f"cannot connect to {host}: {exc.os_error}") from None
+                raise FetchError("connection", f"cannot connect to {_short(host)}: {exc.os_error}") from None
             except aiohttp.ClientPayloadError as exc:
                 raise FetchError("connection", f"{_short(url)} sent a broken body: {type(exc).__name__}") from None
             except aiohttp.ClientError as exc:

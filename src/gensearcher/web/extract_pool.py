@@ -1,0 +1,161 @@
+"""Text extraction in worker processes that a deadline really stops.
+
+trafilatura and pypdf are pure CPU work that no asyncio timeout can interrupt: a 16 MB link-heavy page
+costs a minute of CPU and gigabytes of memory, and in a thread it kept running after the tool call had
+timed out, starving every other thread. Here each document goes to a worker process of the pool's own;
+a worker that passes the deadline is killed (its memory goes with it) and replaced. What reaches a
+worker is capped too: HTML and text beyond `max_bytes` are cut (the main text of a page is near its
+start), a larger PDF is refused.
+
+Workers are started with `spawn` (forking a process that runs threads is unsafe) on first use and kept
+warm; waiting on them happens in the pool's own threads, never in the event loop's default executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from gensearcher.errors import ToolError
+
+logger = logging.getLogger(__name__)
+
+STARTUP_S = 120.0  # a cold start imports trafilatura and lxml; on a busy machine that takes a while
+
+
+def _serve(conn: Connection) -> None:
+    """The worker: (body, content type, url) in, ("ok", title, text) or ("error", message) out."""
+    import pypdf  # noqa: F401 - imported before "ready", so no deadline counts import time
+    import trafilatura  # noqa: F401
+
+    from gensearcher.web.extract import extract_text
+
+    conn.send("ready")
+    while True:
+        try:
+            body, content_type, url = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            title, text = extract_text(body, content_type, url)
+            reply: tuple[Any, ...] = ("ok", title, text)
+        except ToolError as exc:
+            reply = ("error", str(exc))
+        except Exception as exc:  # noqa: BLE001 - a parser crash on hostile input is that document's problem only
+            reply = ("error", f"the document could not be read ({type(exc).__name__})")
+        conn.send(reply)
+
+
+class _Worker:
+    def __init__(self, context: Any):
+        self.conn, child = context.Pipe()
+        self.process: BaseProcess = context.Process(target=_serve, args=(child,), daemon=True,
+                                                    name="gensearcher-extract")
+        self.process.start()
+        child.close()
+        if not self.conn.poll(STARTUP_S) or self.conn.recv() != "ready":
+            self.kill()
+            raise ToolError("the page reader did not start")
+
+    def kill(self) -> None:
+        # The connection is left to the garbage collector: a pool thread may still be inside recv() on it,
+        # and the killed process's end closing is what wakes it (EOFError).
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        self.process.join(timeout=5)
+
+
+class ExtractionPool:
+    """`await pool.extract(body, content_type, url)` -> (title, text), within `timeout_s`, in another process.
+
+    Args:
+        workers: processes (documents extracted at once).
+        timeout_s: deadline of one extraction; past it the worker is killed and ToolError raised.
+        max_bytes: HTML/text beyond this is cut before extraction; a larger PDF is refused.
+    """
+
+    def __init__(self, *, workers: int = 2, timeout_s: float = 20.0, max_bytes: int = 2_000_000):
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self.max_bytes = max_bytes
+        self._context = multiprocessing.get_context("spawn")
+        self._idle: asyncio.Queue[_Worker | None] | None = None
+        self._all: set[_Worker] = set()
+        self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gensearcher-extract")
+        # A pool dropped without close() still ends its processes.
+        weakref.finalize(self, _kill_all, self._all)
+        self.killed = 0  # workers killed at the deadline (for tests and benchmarks)
+
+    def _queue(self) -> asyncio.Queue[_Worker | None]:
+        if self._idle is None:
+            self._idle = asyncio.Queue()
+            for _ in range(self.workers):
+                self._idle.put_nowait(None)  # a slot; its process starts on first use
+        return self._idle
+
+    async def extract(self, body: bytes, content_type: str, url: str = "") -> tuple[str, str]:
+        body = self._bounded(body, content_type)
+        queue = self._queue()
+        worker = await queue.get()
+        try:
+            if worker is None or not worker.process.is_alive():
+                worker = await asyncio.get_running_loop().run_in_executor(self._threads, self._start)
+            reply = await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(self._threads, _ask, worker, (body, content_type, url)),
+                timeout=self.timeout_s)
+        except BaseException as exc:  # the deadline, a cancelled tool call, a dead worker: end that process
+            if worker is not None:
+                self._discard(worker)
+            worker = None
+            if isinstance(exc, TimeoutError):
+                raise ToolError(f"the page could not be read within {self.timeout_s:g} s") from None
+            if isinstance(exc, (EOFError, OSError)):
+                raise ToolError("the page could not be read (the reader stopped)") from None
+            raise
+        finally:
+            queue.put_nowait(worker)
+        if reply[0] == "error":
+            raise ToolError(reply[1])
+        return reply[1], reply[2]
+
+    def _bounded(self, body: bytes, content_type: str) -> bytes:
+        if len(body) <= self.max_bytes:
+            return body
+        if content_type == "application/pdf" or body[:5] == b"%PDF-":
+            raise ToolError(f"the PDF is {len(body)} bytes; at most {self.max_bytes} are read")
+        return body[: self.max_bytes]
+
+    def _start(self) -> _Worker:
+        worker = _Worker(self._context)
+        self._all.add(worker)
+        return worker
+
+    def _discard(self, worker: _Worker) -> None:
+        self.killed += 1
+        self._all.discard(worker)
+        worker.kill()
+
+    def close(self) -> None:
+        _kill_all(self._all)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+def _kill_all(workers: set[_Worker]) -> None:
+    for worker in list(workers):
+        worker.kill()
+    workers.clear()
+
+
+def _ask(worker: _Worker, job: tuple[bytes, str, str]) -> tuple[Any, ...]:
+    worker.conn.send(job)
+    return worker.conn.recv()  # type: ignore[no-any-return]
