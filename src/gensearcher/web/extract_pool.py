@@ -32,11 +32,10 @@ STARTUP_S = 120.0  # a cold start imports trafilatura and lxml; on a busy machin
 
 def _serve(conn: Connection) -> None:
     """The worker: (body, content type, url) in, ("ok", title, text) or ("error", message) out."""
-    import pypdf  # noqa: F401 - imported before "ready", so no deadline counts import time
-    import trafilatura  # noqa: F401
-
     from gensearcher.web.extract import extract_text
 
+    # One read before "ready": imports and the parsers' first-use set-up are not counted in any deadline.
+    extract_text(b"<html><head><title>t</title></head><body><p>warm up</p></body></html>", "text/html")
     conn.send("ready")
     while True:
         try:
