@@ -157,7 +157,8 @@ class SearchConfig(_Section):
         20.0, gt=0, description="Deadline of one page's text extraction; past it the worker is killed."
     )
     extract_max_bytes: int = Field(
-        2_000_000, ge=1024, description="HTML beyond this many bytes is cut before extraction; larger PDFs are refused."
+        1_000_000, ge=1024, description="HTML beyond this many bytes (after scripts and styles are dropped) is cut "
+        "before extraction, which bounds its CPU; larger PDFs are refused.",
     )
 
     def text_backend(self) -> str:

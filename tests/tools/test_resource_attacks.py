@@ -20,6 +20,7 @@ from PIL import Image
 
 from gensearcher.config import FetchConfig, load_settings
 from gensearcher.errors import UserError
+from gensearcher.images import BYTES_PER_DECODED_PIXEL
 from gensearcher.tools import BrowseArgs, ImageSearchArgs, SearchArgs, Toolbox, build_tools
 from gensearcher.tools.browse import BrowseTool
 from gensearcher.tools.local import LocalCorpus, build_index
@@ -101,8 +102,9 @@ async def test_hostile_page_extraction_is_killed_at_its_deadline(site, web):
     pool = ExtractionPool(workers=2, timeout_s=1.0, max_bytes=50_000_000)  # no cap: the deadline must stop it
     tool = BrowseTool(web, summariser=None, extractor=pool)
     try:
-        await asyncio.gather(*(tool(BrowseArgs(url=site.url + "/page/tiny.html", query="q")) for _ in range(2)))
+        await pool.start()
         pids = {worker.process.pid for worker in pool._all}
+        assert len(pids) == 2
         started = time.monotonic()
         hostile = asyncio.create_task(Toolbox({"browse": tool}).call("browse", {"url": site.url + "/page/hostile.html",
                                                                                 "query": "q"}))
@@ -111,15 +113,16 @@ async def test_hostile_page_extraction_is_killed_at_its_deadline(site, web):
         await asyncio.wait_for(asyncio.to_thread(lambda: None), 1)  # the shared thread pool is not starved
         outcome = await hostile
         elapsed = time.monotonic() - started
+        alive = {worker.process.pid for worker in pool._all}
     finally:
         pool.close()
     assert "Tiny page text" in tiny.text
     assert outcome.result.error and "could not be read within 1 s" in outcome.result.text
     assert elapsed < 5  # the page takes several CPU seconds; the deadline ended it
     assert pool.killed == 1
-    for pid in pids - {worker.process.pid for worker in pool._all}:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)  # the killed worker is gone, and its CPU and memory with it
+    (killed,) = pids - alive
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed, 0)  # the killed worker is gone, and its CPU and memory with it
 
 
 async def test_only_the_capped_start_of_a_page_reaches_the_extractor(site, web):
@@ -147,7 +150,7 @@ async def test_decompression_sized_pngs_are_refused_before_decoding(site, web, t
 
 
 async def test_large_images_decode_one_at_a_time_under_the_budget(site, web, tmp_path):
-    tool = _images_tool(site, web, tmp_path, decode_memory_bytes=150 * 2**20)
+    tool = _images_tool(site, web, tmp_path, decode_memory_bytes=100 * 2**20)
     result = await tool(ImageSearchArgs(query="big", top_k=3))
     assert len(result.images) == 3
     assert 0 < tool.budget.peak <= tool.budget.total  # each 4096x4096 costs more than the budget: one at a time
@@ -160,7 +163,7 @@ async def test_large_jpeg_decodes_downscaled(site, web, tmp_path):
     tool = _images_tool(site, web, tmp_path)
     result = await tool(ImageSearchArgs(query="photo", top_k=1))
     assert len(result.images) == 1  # 24 MP on the wire, over the cap, yet decoded at 3000x2000
-    assert tool.budget.peak == 3000 * 2000 * 12
+    assert tool.budget.peak == 3000 * 2000 * BYTES_PER_DECODED_PIXEL
 
 
 async def test_one_malformed_candidate_url_does_not_fail_the_search(site, web, tmp_path):

@@ -78,15 +78,6 @@ async def test_allow_private_networks_lifts_the_rule(local_web):
         await open_fetcher.aclose()
 
 
-async def test_trusted_hosts_skip_the_rule(local_web):
-    trusting = Fetcher(FetchConfig(timeout_s=5))
-    trusting.trust(local_web.url + "/serper/search")
-    try:
-        assert (await trusting.fetch(local_web.url + "/page/tour.html")).status == 200
-    finally:
-        await trusting.aclose()
-
-
 def test_address_policy():
     policy = AddressPolicy(allow_private=False, allowed_networks=["10.5.0.0/16"])
     assert policy.allows("8.8.8.8") and policy.allows("2001:4860:4860::8888")
