@@ -78,9 +78,9 @@ def servers(tmp_path_factory):
     png = make_image(tmp_path_factory.mktemp("png") / "secret.png", size=(64, 64)).read_bytes()
     admin_hits: Counter[str] = Counter()
     search_hits: Counter[str] = Counter()
-    with ThreadedUvicorn(_admin_app(admin_hits, png)) as admin:
-        with ThreadedUvicorn(_search_app(admin.url, search_hits)) as search:
-            yield admin, admin_hits, search, search_hits
+    with ThreadedUvicorn(_admin_app(admin_hits, png)) as admin, \
+            ThreadedUvicorn(_search_app(admin.url, search_hits)) as search:
+        yield admin, admin_hits, search, search_hits
 
 
 def _jina_hits(hits: Counter[str]) -> int:

@@ -98,7 +98,7 @@ async def test_the_connector_refuses_literals_the_url_check_never_saw(strict, ad
     """Defence in depth: a request that skips the URL check still meets the rule when aiohttp connects."""
     before = admin.hits["/admin"]
     session = strict._client()
-    with pytest.raises(Exception) as info:  # noqa: PT011 - aiohttp may wrap it; the message says why
+    with pytest.raises(Exception) as info:  # aiohttp may wrap it; the message says why
         async with session.get(f"http://127.0.0.1:{admin.port}/admin") as response:
             await response.read()
     assert "refused" in str(info.value)

@@ -29,7 +29,8 @@ from gensearcher.tools.base import (
     ToolSpec,
     WebHit,
 )
-from gensearcher.web import Fetcher, Web, WebCache
+from gensearcher.web import Fetcher, FetchError, Web, WebCache
+from gensearcher.web.fetcher import parse_target
 
 __all__ = [
     "BrowseArgs",
@@ -72,16 +73,23 @@ def build_web(settings: Settings, *, output_dir: Path | None = None) -> Web:
     The cache defaults to `<output_dir>/web-cache` of this run, so runs never share entries unasked.
     """
     cache_cfg = settings.cache
-    cache = None
-    if cache_cfg.mode != "off":
-        cache = WebCache(cache_cfg.dir or (output_dir or settings.output_dir) / "web-cache", mode=cache_cfg.mode,
-                         max_age_s=cache_cfg.max_age_s)
     fetcher = endpoints = None
     if cache_cfg.mode != "replay":
         fetcher = Fetcher(settings.fetch)
         search = settings.search
-        endpoints = Fetcher(settings.fetch, endpoints=[search.text_search_url, search.image_search_url,
-                                                       search.searxng_url, search.jina_url])
+        configured = {name: getattr(search, name) for name in ("text_search_url", "image_search_url", "searxng_url",
+                                                               "jina_url")}
+        for name, url in configured.items():
+            try:
+                if url:
+                    parse_target(url)
+            except FetchError:
+                raise ConfigError(f"{env_name('search', name)}={url!r} is not an http(s) URL") from None
+        endpoints = Fetcher(settings.fetch, endpoints=configured.values())
+    cache = None
+    if cache_cfg.mode != "off":
+        cache = WebCache(cache_cfg.dir or (output_dir or settings.output_dir) / "web-cache", mode=cache_cfg.mode,
+                         max_age_s=cache_cfg.max_age_s)
     return Web(fetcher, cache, endpoints=endpoints)
 
 
