@@ -11,6 +11,7 @@ Prints JSON.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import json
@@ -20,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-COUNT = 10
+COUNT = 10  # --count and --side make a toy run (the tests use one)
 SIDE = 6300
 
 
@@ -65,7 +66,9 @@ async def child(url: str, max_pixels: int | None) -> dict[str, object]:
             "rss_before_search_mb": round(before / 1024, 1), "peak_rss_mb": round(after / 1024, 1)}
 
 
-def main() -> dict[str, object]:
+def main(count: int, side: int) -> dict[str, object]:
+    global COUNT, SIDE
+    COUNT, SIDE = count, side
     from PIL import Image
 
     from gensearcher.testing.threaded_server import ThreadedUvicorn
@@ -82,7 +85,7 @@ def main() -> dict[str, object]:
             app.state.url = server.url
             runs = []
             for max_pixels in (None, 40_000_000):
-                command = [sys.executable, __file__, "--child", server.url, str(max_pixels or 0)]
+                command = [sys.executable, __file__, "--child", server.url, str(max_pixels or 0), str(COUNT)]
                 done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
                 runs.append(json.loads(done.stdout))
     return {"benchmark": "image_search_bomb", "images": COUNT, "size": f"{SIDE}x{SIDE}", "wire_kb_each": wire_kb,
@@ -91,7 +94,12 @@ def main() -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        COUNT = int(sys.argv[4])
         print(json.dumps(asyncio.run(child(sys.argv[2], int(sys.argv[3]) or None))))
     else:
-        print(json.dumps(main(), indent=2))
+        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+        parser.add_argument("--count", type=int, default=COUNT)
+        parser.add_argument("--side", type=int, default=SIDE)
+        args = parser.parse_args()
+        print(json.dumps(main(args.count, args.side), indent=2))
