@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 
 from gensearcher.config import GeneratorConfig, JudgeConfig, load_settings
 from gensearcher.errors import GenerationError
@@ -59,7 +59,13 @@ def _echo_app(state: dict[str, bool], hits: Counter[str]) -> FastAPI:
 
     @app.post("/v1/images/generations")
     async def images(request: Request):
+        hits["images"] += 1
         return JSONResponse({"error": {"message": f"Bad request headers: {credentials(request)}"}}, status_code=400)
+
+    @app.post("/moved/v1/images/generations")
+    async def moved(request: Request):
+        port = request.url.port
+        return RedirectResponse(f"http://localhost:{port}/v1/images/generations", status_code=307)
 
     @app.post("/generate")
     async def generate(request: Request):
@@ -174,3 +180,15 @@ async def test_image_api_and_generator_server_errors_do_not_carry_their_credenti
     finally:
         await openai.aclose()
         await http.aclose()
+
+
+async def test_image_api_key_does_not_follow_a_redirect_to_another_origin(echo):
+    generator = OpenAIImagesGenerator(GeneratorConfig(api_key=IMAGE_KEY, api_base_url=echo.url + "/moved/v1",
+                                                      max_retries=0), max_references=3)
+    before = echo.hits["images"]
+    try:
+        with pytest.raises(GenerationError, match="HTTP 307"):
+            await generator.generate(GenerationRequest(prompt="a red square", width=64, height=64))
+    finally:
+        await generator.aclose()
+    assert echo.hits["images"] == before  # the other origin never saw the request, nor the key

@@ -9,7 +9,7 @@ import pytest
 
 from gensearcher.config import FetchConfig
 from gensearcher.errors import UserError
-from gensearcher.web import CacheMiss, Fetcher, Web, WebCache, cache_key
+from gensearcher.web import CacheMiss, Fetcher, FetchError, Web, WebCache, cache_key
 
 
 @pytest.fixture
@@ -126,3 +126,20 @@ def test_import_rejects_corrupt_archives(tmp_path):
     with pytest.raises(UserError, match="corrupt"):
         cache.import_archive(tmp_path / "tampered.tar")
     cache.close()
+
+
+async def test_a_page_cached_under_a_looser_rule_is_not_served_under_the_strict_one(tmp_path, local_web):
+    """A shared cache used to replay private pages to a run that may not fetch them."""
+    loose = Web(Fetcher(FetchConfig(allow_private_networks=True, timeout_s=5)), WebCache(tmp_path / "shared"))
+    recorded = await loose.fetch(local_web.url + "/redirect/1")  # ends on a loopback page
+    await loose.aclose()
+    assert b"Lina Vos" in recorded.body
+    for url in (local_web.url + "/redirect/1", local_web.url.replace("127.0.0.1", "localhost") + "/page/tour.html"):
+        strict = Web(Fetcher(FetchConfig(timeout_s=5)), WebCache(tmp_path / "shared"))
+        try:
+            with pytest.raises(FetchError) as info:
+                await strict.fetch(url)
+            assert info.value.reason == "blocked_address"
+            assert strict.fetcher is not None and strict.fetcher.requests_sent == 0
+        finally:
+            await strict.aclose()

@@ -9,7 +9,7 @@ import pytest
 
 from gensearcher.config import FetchConfig
 from gensearcher.web import Fetcher, FetchError
-from gensearcher.web.fetcher import AddressPolicy
+from gensearcher.web.fetcher import AddressPolicy, BlockedAddress, _GuardedResolver
 
 
 async def test_fetches_a_page_through_redirects(fetcher, local_web):
@@ -68,6 +68,13 @@ async def test_names_are_checked_after_resolution(local_web):
             await strict.check_destination(f"http://localhost:{port}/")
     finally:
         await strict.aclose()
+    # The resolver itself drops refused answers (what stops DNS rebinding for any other name).
+    resolver = _GuardedResolver(AddressPolicy(allow_private=False), frozenset())
+    try:
+        with pytest.raises(BlockedAddress, match="127.0.0.1"):
+            await resolver.resolve("localhost", 80)
+    finally:
+        await resolver.close()
 
 
 async def test_allow_private_networks_lifts_the_rule(local_web):

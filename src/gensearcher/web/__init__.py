@@ -64,10 +64,13 @@ class Web:
                                  "redirects": result.redirects}
 
         def valid(body: bytes, meta: dict[str, Any]) -> bool:
-            if check is None:
-                return True
             try:
-                check(_result(body, meta))
+                if client is not None and not endpoint:
+                    # Where the recorded fetch ended up (after redirects) must pass today's rule as well.
+                    for hop in (*meta.get("redirects", []), meta.get("url", url)):
+                        client.check_url(hop)
+                if check is not None:
+                    check(_result(body, meta))
             except ToolError:
                 return False
             return True

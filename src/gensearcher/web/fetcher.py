@@ -283,7 +283,7 @@ class Fetcher:
         """Refuse `url` if it could not be fetched under the address rule, without connecting to it."""
         target = self.check_url(url)
         if self._endpoint_of(target) is not None or _literal(target.host) is not None:
-            return  # a configured endpoint, or a literal address that _check_url checked
+            return  # a configured endpoint, or a literal address that check_url checked
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(target.host, None)
         except OSError as exc:
@@ -309,6 +309,10 @@ class Fetcher:
             return target
         if target.host in _METADATA_HOSTS:
             raise FetchError("blocked_address", f"{target.host} is a cloud metadata host and is never fetched")
+        # "localhost" and its subdomains are loopback by definition (RFC 6761): refused without asking a
+        # resolver, so a cached page of theirs is refused too.
+        if (target.host == "localhost" or target.host.endswith(".localhost")) and not self.policy.allows("127.0.0.1"):
+            raise FetchError("blocked_address", f"{_short(target.host)} is a loopback name and is not fetched")
         address = _literal(target.host)
         if address is not None and not self.policy.allows(address):
             raise FetchError("blocked_address", f"{address} is a private, loopback or reserved address and is not fetched")
