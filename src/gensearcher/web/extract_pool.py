@@ -9,6 +9,8 @@ beyond `max_bytes` is cut (the main text of a page is near its start); a larger 
 
 Workers are started with `spawn` (forking a process that runs threads is unsafe) on first use and kept
 warm; waiting on them happens in the pool's own threads, never in the event loop's default executor.
+As with any `spawn` user, a script that builds the tools at import time needs the usual
+`if __name__ == "__main__":` guard (the workers import the main module).
 """
 
 from __future__ import annotations
