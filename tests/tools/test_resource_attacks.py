@@ -178,6 +178,14 @@ async def test_a_100_kb_url_is_not_echoed_into_the_observation(web):
     assert web.fetcher is not None and web.fetcher.requests_sent == 0
 
 
+async def test_a_100_kb_query_is_not_echoed_back_whole(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "note.md").write_text("# Note\n\nNothing here.\n")
+    toolbox = Toolbox({"search": SearchTool(LocalCorpus(tmp_path / "corpus"))})
+    outcome = await toolbox.call("search", {"queries": ["zebra " * 20_000]})
+    assert len(outcome.result.text) < 1000
+
+
 async def test_corpus_index_does_not_follow_symlinks_out_of_the_corpus(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()

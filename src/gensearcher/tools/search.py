@@ -33,8 +33,14 @@ from gensearcher.web import Web
 logger = logging.getLogger(__name__)
 
 
+def _shown(text: str, limit: int = 300) -> str:
+    """A query as echoed back: a model that sends 100 KB must not get 100 KB back in every block."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def format_hits(query: str, hits: list[WebHit]) -> str:
     """One query's block, in the layout Gen-Searcher-8B was trained on."""
+    query = _shown(query)
     if hits:
         lines = [f"[{hit.title}]({hit.url})" + (f" ({hit.date})" if hit.date else "") + f" {' '.join(hit.snippet.split())}"
                  for hit in hits]
@@ -55,8 +61,8 @@ class SearchTool:
             try:
                 return format_hits(query, await self.backend.search(query, args.top_k, used)), None
             except ToolError as exc:
-                message = f"Search failed for '{query}': {exc}"
-                return f"--- search result for [{query}] ---\n{message}\n--- end of search result ---", message
+                message = f"Search failed for '{_shown(query)}': {exc}"
+                return f"--- search result for [{_shown(query)}] ---\n{message}\n--- end of search result ---", message
 
         blocks = await asyncio.gather(*(one(query) for query in args.queries))
         errors = [error for _, error in blocks if error]
@@ -119,7 +125,7 @@ class ImageSearchTool:
         try:
             candidates = await self.backend.images(args.query, max(self.candidates, args.top_k), used)
         except ToolError as exc:
-            message = f"Image search failed for '{args.query}': {exc}"
+            message = f"Image search failed for '{_shown(args.query)}': {exc}"
             return ToolResult(text=message, error=message, cache_keys=used)
         stored = await asyncio.gather(*(self._download(candidate, used) for candidate in candidates))
         hits: list[ImageHit] = []
@@ -135,7 +141,7 @@ class ImageSearchTool:
         if hits:
             return ToolResult(images=hits, cache_keys=used)
         unusable = f" ({len(candidates)} results could not be used)" if candidates else ""
-        return ToolResult(text=f"No images found for '{args.query}'{unusable}. Try a shorter query of two or three words.",
+        return ToolResult(text=f"No images found for '{_shown(args.query)}'{unusable}. Try a shorter query of two or three words.",
                           cache_keys=used)
 
     async def _download(self, candidate: ImageCandidate, used: list[str]) -> ImageRef | None:
