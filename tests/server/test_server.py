@@ -89,7 +89,9 @@ def test_openai_sdk_generations_and_edits(server, tmp_path):
     generated = client.images.generate(prompt="a silver cup", size="64x64", response_format="b64_json")
     assert Image.open(io.BytesIO(base64.b64decode(generated.data[0].b64_json))).size == (64, 64)
     by_url = client.images.generate(prompt="a silver cup", size="48x32", response_format="url")
-    with urllib.request.urlopen(by_url.data[0].url, timeout=10) as response:
+    assert by_url.data[0].url.startswith(server.url + "/v1/files/")
+    fetch = urllib.request.Request(by_url.data[0].url, headers={"authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(fetch, timeout=10) as response:
         assert Image.open(io.BytesIO(response.read())).size == (48, 32)
     ref = make_image(tmp_path / "ref.png")
     edited = client.images.edit(image=[ref.read_bytes(), ref.read_bytes()], prompt="make it blue", size="64x64")

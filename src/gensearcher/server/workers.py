@@ -23,19 +23,21 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from gensearcher.errors import GenerationError
+
 logger = logging.getLogger(__name__)
 
 
-class QueueFull(Exception):
-    pass
+class QueueFull(GenerationError):
+    """The queue holds `max_queue` jobs; the server answers 429."""
 
 
-class WorkerFailure(Exception):
+class WorkerFailure(GenerationError):
     """The pipeline raised, or the worker died while running the job."""
 
 
-class NoCapableWorker(Exception):
-    pass
+class NoCapableWorker(GenerationError):
+    """No worker has the kind of pipeline (text or edit) the job needs."""
 
 
 @dataclass
