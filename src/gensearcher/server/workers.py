@@ -65,7 +65,7 @@ def _worker_main(conn: Connection, pipeline_kwargs: dict[str, Any], threads: int
     try:
         pipelines = PipelineSet(**pipeline_kwargs)
         kinds = pipelines.preload()
-    except Exception as exc:  # report the load failure to the parent, which retries later
+    except Exception as exc:  # noqa: BLE001 - any load failure goes to the parent, which retries later
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
     conn.send(("ready", kinds))
@@ -81,7 +81,7 @@ def _worker_main(conn: Connection, pipeline_kwargs: dict[str, Any], threads: int
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
             conn.send((job_id, "ok", buffer.getvalue(), image.width, image.height, time.monotonic() - started))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the job fails, the worker lives; the parent counts failures
             conn.send((job_id, "error", f"{type(exc).__name__}: {exc}"[:500]))
 
 
