@@ -277,6 +277,20 @@ class ServerConfig(_Section):
     max_output_pixels: int = Field(4_194_304, ge=1024)
     fetch_image_urls: bool = Field(False, description="Accept http(s) image URLs (fetched by the hardened fetcher).")
     failure_threshold: int = Field(3, ge=1, description="Consecutive failures before a worker is reloaded.")
+    max_body_bytes: int = Field(
+        64_000_000, ge=1024,
+        description="Largest request body (JSON or multipart), counted while it streams in and before anything "
+                    "parses it; a larger Content-Length is refused (413) before reading. Base64 images take 4/3 "
+                    "of their size.")
+    max_prompt_chars: int = Field(
+        16_000, ge=1, description="Longest prompt (and negative prompt) in characters; longer ones are refused "
+                                  "(400), never truncated.")
+    served_model_name: str | None = Field(
+        None, description="The name in /v1/models and in requests' `model` (default: the last part of the "
+                          "model's folder or id). The model's path is never shown to clients.")
+    public_url: str | None = Field(
+        None, description="Base URL of response_format=url links, e.g. https://gen.example.org (default: the "
+                          "address the connection came in on; the client's Host header is never used).")
 
     @field_validator("devices", mode="before")
     @classmethod

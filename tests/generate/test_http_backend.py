@@ -3,7 +3,9 @@
 
 import asyncio
 import base64
+import hashlib
 import io
+import os
 import threading
 
 import pytest
@@ -20,7 +22,7 @@ from tests.conftest import make_image
 class ReferenceStyleServer:
     """A stand-in for a reference-system generator server: answers /generate with a solid PNG."""
 
-    def __init__(self, color, *, delay_s=0.0, fail_first=0, status=200):
+    def __init__(self, color, *, delay_s=0.0, fail_first=0, status=200, png=None):
         from fastapi import FastAPI, Request
         from fastapi.responses import JSONResponse
 
@@ -47,6 +49,8 @@ class ReferenceStyleServer:
                     return JSONResponse({"success": False, "message": "GPU busy"}, status_code=503)
                 if status != 200:
                     return JSONResponse({"success": False, "message": "bad request"}, status_code=status)
+                if png is not None:
+                    return {"success": True, "image": base64.b64encode(png).decode()}
                 buffer = io.BytesIO()
                 Image.new("RGB", (32, 32), color).save(buffer, format="PNG")
                 return {"success": True, "image": base64.b64encode(buffer.getvalue()).decode()}
@@ -117,3 +121,17 @@ async def test_client_errors_are_not_retried():
         finally:
             await generator.aclose()
     assert len(server.bodies) == 1
+
+
+async def test_a_real_size_image_arrives_whole():
+    # 1328x1328 of noise: a 5.3 MB PNG, 7 MB of base64, many reads on the client's side.
+    png = io.BytesIO()
+    Image.frombytes("RGB", (1328, 1328), os.urandom(1328 * 1328 * 3)).save(png, format="PNG")
+    with ReferenceStyleServer((0, 0, 0), png=png.getvalue()) as server:
+        generator = HttpGenerator(GeneratorConfig(app_urls=[server.http.url], max_retries=0))
+        try:
+            result = await generator.generate(GenerationRequest(prompt="x", width=1328, height=1328))
+        finally:
+            await generator.aclose()
+    assert (result.width, result.height) == (1328, 1328)
+    assert hashlib.sha256(result.image_png).hexdigest() == hashlib.sha256(png.getvalue()).hexdigest()

@@ -89,7 +89,9 @@ def test_openai_sdk_generations_and_edits(server, tmp_path):
     generated = client.images.generate(prompt="a silver cup", size="64x64", response_format="b64_json")
     assert Image.open(io.BytesIO(base64.b64decode(generated.data[0].b64_json))).size == (64, 64)
     by_url = client.images.generate(prompt="a silver cup", size="48x32", response_format="url")
-    with urllib.request.urlopen(by_url.data[0].url, timeout=10) as response:
+    assert by_url.data[0].url.startswith(server.url + "/v1/files/")
+    fetch = urllib.request.Request(by_url.data[0].url, headers={"authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(fetch, timeout=10) as response:
         assert Image.open(io.BytesIO(response.read())).size == (48, 32)
     ref = make_image(tmp_path / "ref.png")
     edited = client.images.edit(image=[ref.read_bytes(), ref.read_bytes()], prompt="make it blue", size="64x64")
@@ -187,12 +189,18 @@ async def test_our_http_backend_against_the_server(server, tmp_path):
     from gensearcher.generate.http_backend import HttpGenerator
 
     refs = [str(make_image(tmp_path / f"h{i}.png", color=(0, 90 * i, 200))) for i in range(2)]
-    generator = HttpGenerator(GeneratorConfig(app_urls=[server.url], server_token=TOKEN))
+    generator = HttpGenerator(GeneratorConfig(app_urls=[server.url], server_token=TOKEN, max_retries=0))
     try:
         result = await generator.generate(GenerationRequest(prompt="x", reference_images=refs, steps=2, width=64, height=64))
+        # 256 px and up used to arrive cut off (the client read only what was buffered).
+        large = await generator.generate(GenerationRequest(prompt="y", seed=7, steps=1, true_cfg_scale=1.0,
+                                                           width=256, height=256))
     finally:
         await generator.aclose()
     assert (result.width, result.height) == (64, 64) and result.used_images == refs and result.backend == "http"
+    status, direct, _ = await asyncio.to_thread(post, server.url + "/generate", {
+        "prompt": "y", "seed": 7, "num_inference_steps": 1, "true_cfg_scale": 1.0, "width": 256, "height": 256})
+    assert status == 200 and large.image_png == base64.b64decode(direct["image"]) and large.width == 256
 
 
 def test_serve_command_binds_loopback_and_serves(tiny_text_model, tmp_path):
@@ -203,7 +211,7 @@ def test_serve_command_binds_loopback_and_serves(tiny_text_model, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     process = subprocess.Popen([sys.executable, "-m", "gensearcher", "serve", "--model", str(tiny_text_model),
                                 "--port", str(port)], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -223,3 +231,18 @@ def test_serve_command_binds_loopback_and_serves(tiny_text_model, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_links_and_names_come_from_settings_never_from_the_request():
+    from gensearcher.config import ServerConfig
+    from gensearcher.server.app import ImageServer, served_name
+    from gensearcher.server.workers import WorkerPool
+
+    pool = WorkerPool({}, ["cpu"])  # never started: only the naming is exercised
+    public = ImageServer(pool, ServerConfig(public_url="https://gen.example.org/", served_model_name="qwen"),
+                         model="/srv/models/Qwen-Image")
+    assert public.name == "qwen"
+    assert public.file_url({"server": ("10.0.0.5", 8000)}, "f1") == "https://gen.example.org/v1/files/f1.png"
+    bound = ImageServer(pool, ServerConfig(), model="/srv/models/Qwen-Image/")
+    assert bound.name == "Qwen-Image" and served_name("Qwen/Qwen-Image-Edit-2509") == "Qwen-Image-Edit-2509"
+    assert bound.file_url({"server": ("::1", 8123)}, "f2") == "http://[::1]:8123/v1/files/f2.png"

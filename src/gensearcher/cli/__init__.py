@@ -329,6 +329,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (one pipeline each).")] = None,
     devices: Annotated[str | None, typer.Option(help="Comma-separated device per worker, e.g. cuda:0,cuda:1.")] = None,
+    served_model_name: Annotated[str | None, typer.Option(
+        help="Name in /v1/models and requests (default: the model folder's or id's last part).")] = None,
     config: ConfigFile = None,
 ) -> None:
     """Serve a diffusers pipeline: /generate (reference API), /v1/images/* (OpenAI), /health, /metrics."""
@@ -339,7 +341,8 @@ def serve(
         from gensearcher.config import load_settings
         from gensearcher.server import build_app
 
-        settings = load_settings({"server": {"host": host, "port": port, "workers": workers, "devices": devices}},
+        settings = load_settings({"server": {"host": host, "port": port, "workers": workers, "devices": devices,
+                                            "served_model_name": served_model_name}},
                                  config_file=config)
         server = settings.server
         if server.host not in ("127.0.0.1", "localhost", "::1") and server.token is None:

@@ -128,7 +128,7 @@ class HttpGenerator:
             async with server.limit:
                 timeout = aiohttp.ClientTimeout(total=deadline - time.monotonic())
                 async with self._client().post(server.url + self.config.app_path, data=payload, timeout=timeout) as response:
-                    raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
+                    raw = await _read_body(response, MAX_RESPONSE_BYTES)
                     status = response.status
         except TimeoutError:
             raise GenerationError(f"{server.url} did not answer before the deadline") from None
@@ -136,7 +136,7 @@ class HttpGenerator:
             raise _Retryable(f"{server.url}: {type(exc).__name__}") from None
         finally:
             server.outstanding -= 1
-        if len(raw) > MAX_RESPONSE_BYTES:
+        if raw is None:
             raise GenerationError(f"{server.url} sent more than {MAX_RESPONSE_BYTES} bytes")
         answer = _json(raw)
         message = str(answer.get("message") or answer.get("error") or raw[:200]) if isinstance(answer, dict) else str(raw[:200])
@@ -156,6 +156,20 @@ class HttpGenerator:
 
 class _Retryable(Exception):
     pass
+
+
+async def _read_body(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
+    """The whole body, or None once it passes `cap` bytes. (`content.read(n)` would return only what
+    happens to be buffered: a 1328 px image arrives in many pieces.)"""
+    if response.content_length is not None and response.content_length > cap:
+        return None
+    chunks, total = [], 0
+    async for chunk in response.content.iter_chunked(1 << 20):
+        total += len(chunk)
+        if total > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _json(raw: bytes) -> Any:

@@ -4,35 +4,46 @@
     POST /v1/images/generations  OpenAI-compatible (JSON)
     POST /v1/images/edits        OpenAI-compatible (multipart: `image` or `image[]` parts)
     GET  /v1/files/{id}.png      images answered with response_format=url
-    GET  /health, GET /metrics   status; Prometheus text
+    GET  /v1/models              the served model, under its served name (as vLLM answers)
+    GET  /health, GET /metrics   status; Prometheus text (the only paths open without the token)
 
-Safe by default: binds 127.0.0.1 (see `gensearcher serve`), optional bearer token, limits on image count,
-bytes and pixels, image URLs only through the hardened fetcher and only when enabled, errors as JSON
-without tracebacks.
+Safe by default: binds 127.0.0.1 (see `gensearcher serve`); the optional bearer token and the body cap are
+checked by `RequestGuard` before any body is read; limits on prompt length, image count, bytes and pixels;
+client mistakes are 400s that never count against a worker; image decoding runs in threads; image URLs
+only through the hardened fetcher and only when enabled; errors as JSON without tracebacks or paths.
 """
 
+import asyncio
 import base64
 import binascii
-import hmac
 import io
 import logging
 import secrets
 import time
 from collections import Counter, OrderedDict
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from gensearcher.config import FetchConfig, ServerConfig
+from gensearcher.errors import UserError
 from gensearcher.generate.base import EDIT_GUIDANCE, EDIT_STEPS, NEGATIVE_PROMPT, TRUE_CFG_SCALE
 from gensearcher.images import sniff_image_type
+from gensearcher.server.guard import RequestGuard, error_body
 from gensearcher.server.workers import NoCapableWorker, QueueFull, WorkerFailure, WorkerPool
 
 logger = logging.getLogger(__name__)
 
+# What torch.Generator.manual_seed accepts; anything else would fail inside the worker, as a worker failure.
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+# Decodes at once: each can hold a 40 MP image three times over (decoded, converted, re-encoded).
+DECODE_SLOTS = 2
+READ_CHUNK = 1 << 20
+_Body = TypeVar("_Body", bound=BaseModel)
 
-class InputError(Exception):
+
+class InputError(UserError):
     """A bad request (status 400 unless given)."""
 
     def __init__(self, message: str, status: int = 400, headers: dict[str, str] | None = None):
@@ -44,26 +55,33 @@ class InputError(Exception):
 class ReferenceGenerateRequest(BaseModel):
     """The reference system's /generate body (plus optional width and height)."""
 
-    image_urls: list[str] | None = None
-    prompt: str = Field(..., min_length=1)
-    seed: int = 0
-    true_cfg_scale: float = TRUE_CFG_SCALE
-    negative_prompt: str = NEGATIVE_PROMPT
+    image_urls: list[str] | None = Field(None, description="Input images: base64 data URLs (or URLs, when enabled).")
+    prompt: str = Field(..., min_length=1, description="What to draw; at most server.max_prompt_chars.")
+    seed: int = Field(0, ge=SEED_MIN, le=SEED_MAX, description="torch.Generator seed.")
+    true_cfg_scale: float = Field(TRUE_CFG_SCALE, ge=0, le=100, allow_inf_nan=False)
+    negative_prompt: str = Field(NEGATIVE_PROMPT, description="At most server.max_prompt_chars.")
     num_inference_steps: int = Field(EDIT_STEPS, ge=1, le=500)
-    guidance_scale: float = EDIT_GUIDANCE
+    guidance_scale: float = Field(EDIT_GUIDANCE, ge=0, le=100, allow_inf_nan=False)
     num_images_per_prompt: int = Field(1, ge=1, le=1)
     width: int | None = Field(None, ge=16, le=8192)
     height: int | None = Field(None, ge=16, le=8192)
 
 
 class OpenAIGenerateRequest(BaseModel):
-    prompt: str = Field(..., min_length=1)
-    model: str | None = None
+    """The OpenAI Images generations body; fields we do not use (quality, background ...) are accepted."""
+
+    prompt: str = Field(..., min_length=1, description="At most server.max_prompt_chars.")
+    model: str | None = Field(None, description="The served model's name; omitted means the served one.")
     n: int = Field(1, ge=1, le=1)
-    size: str | None = "auto"
-    response_format: str | None = "b64_json"
-    seed: int | None = None
-    model_config = {"extra": "allow"}  # quality, background, output_format ...: accepted, not used
+    size: str | None = Field("auto", description="WIDTHxHEIGHT (multiples of 16) or auto.")
+    response_format: str | None = Field("b64_json", description="b64_json or url.")
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
+    model_config = {"extra": "allow"}
+
+
+def served_name(model: str) -> str:
+    """The name clients see: the last part of a folder or a hub id, never the whole path."""
+    return model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or "model"
 
 
 class ImageServer:
@@ -72,7 +90,7 @@ class ImageServer:
     def __init__(self, pool: WorkerPool, config: ServerConfig, *, model: str, fetch: FetchConfig | None = None):
         self.pool = pool
         self.config = config
-        self.model = model
+        self.name = config.served_model_name or served_name(model)
         self.fetcher = None
         if config.fetch_image_urls:
             from gensearcher.web import Fetcher
@@ -81,35 +99,46 @@ class ImageServer:
         self.files: OrderedDict[str, bytes] = OrderedDict()
         self.status = Counter[str]()
         self.started = time.time()
+        self._decoding = asyncio.Semaphore(DECODE_SLOTS)
 
     # -- inputs --------------------------------------------------------------------------------------
 
     async def decode_images(self, sources: list[bytes | str]) -> list[bytes]:
-        """Validated input images as PNG bytes. Strings are data URLs (or http URLs when enabled)."""
+        """Validated input images as PNG bytes. Strings are data URLs (or http URLs when enabled).
+
+        Base64 and image decoding run in threads (a 40 MP image takes seconds), so /health and other
+        requests are answered meanwhile."""
         if len(sources) > self.config.max_images:
             raise InputError(f"too many images: {len(sources)} (at most {self.config.max_images})")
         out = []
         for index, source in enumerate(sources):
-            data = await self._image_bytes(source, index) if isinstance(source, str) else source
-            out.append(self._validate(data, index))
+            fetched = await self._fetch(source, index) if isinstance(source, str) else source
+            async with self._decoding:
+                out.append(await asyncio.to_thread(self._decode, fetched, index))
         return out
 
-    async def _image_bytes(self, source: str, index: int) -> bytes:
-        if source.startswith("data:"):
-            header, _, payload = source.partition(",")
-            if not header.endswith(";base64"):
-                raise InputError(f"image {index}: only base64 data URLs are accepted")
-            return self._b64(payload, index)
-        if source.startswith(("http://", "https://")):
-            if self.fetcher is None:
-                raise InputError(f"image {index}: image URLs are disabled on this server; send a base64 data URL")
-            from gensearcher.web import FetchError
+    async def _fetch(self, source: str, index: int) -> bytes | str:
+        if not source.startswith(("http://", "https://")):
+            return source
+        if self.fetcher is None:
+            raise InputError(f"image {index}: image URLs are disabled on this server; send a base64 data URL")
+        from gensearcher.web import FetchError
 
-            try:
-                return (await self.fetcher.fetch(source, max_bytes=self.config.max_image_bytes)).body
-            except FetchError as exc:
-                raise InputError(f"image {index}: {exc}") from None
-        return self._b64(source, index)  # bare base64
+        try:
+            return (await self.fetcher.fetch(source, max_bytes=self.config.max_image_bytes)).body
+        except FetchError as exc:
+            raise InputError(f"image {index}: {exc}") from None
+
+    def _decode(self, source: bytes | str, index: int) -> bytes:
+        if isinstance(source, str):
+            header, comma, payload = source.partition(",")
+            if comma and header.startswith("data:"):
+                if not header.endswith(";base64"):
+                    raise InputError(f"image {index}: only base64 data URLs are accepted")
+            else:
+                payload = source  # bare base64
+            source = self._b64(payload, index)
+        return self._validate(source, index)
 
     def _b64(self, payload: str, index: int) -> bytes:
         if len(payload) > self.config.max_image_bytes * 4 // 3 + 8:
@@ -136,17 +165,44 @@ class ImageServer:
         except (OSError, ValueError, Image.DecompressionBombError):
             raise InputError(f"image {index} does not decode") from None
         buffer = io.BytesIO()
-        rgb.save(buffer, format="PNG")
+        rgb.save(buffer, format="PNG", compress_level=1)  # it only crosses a pipe: speed over size
         return buffer.getvalue()
+
+    async def read_upload(self, part: Any, index: int) -> bytes:
+        """An uploaded file, read in chunks and refused as soon as it passes max_image_bytes."""
+        cap = self.config.max_image_bytes
+        if getattr(part, "size", None) is not None and part.size > cap:
+            raise InputError(f"image {index} is larger than {cap} bytes")
+        chunks, total = [], 0
+        while chunk := await part.read(READ_CHUNK):
+            total += len(chunk)
+            if total > cap:
+                raise InputError(f"image {index} is larger than {cap} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def check_text(self, prompt: str, negative_prompt: str = "") -> None:
+        limit = self.config.max_prompt_chars
+        if not prompt:
+            raise InputError("prompt is required")
+        for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+            if len(text) > limit:
+                raise InputError(f"{name} has {len(text)} characters (at most {limit})")
 
     def check_size(self, width: int | None, height: int | None) -> None:
         if (width is None) != (height is None):
             raise InputError("give both width and height, or neither")
         if width is not None and height is not None:
+            if not (16 <= width <= 8192 and 16 <= height <= 8192):
+                raise InputError("width and height must be between 16 and 8192")
             if width % 16 or height % 16:
                 raise InputError("width and height must be multiples of 16")
             if width * height > self.config.max_output_pixels:
                 raise InputError(f"{width}x{height} is larger than {self.config.max_output_pixels} pixels")
+
+    def check_model(self, name: str | None) -> None:
+        if name and name != self.name:
+            raise InputError(f"model {name[:100]!r} is not served here; this server serves {self.name!r}", 404)
 
     # -- running -------------------------------------------------------------------------------------
 
@@ -177,6 +233,15 @@ class ImageServer:
             self.files.popitem(last=False)
         return file_id
 
+    def file_url(self, scope: Any, file_id: str) -> str:
+        """A link built from the configured public URL or the socket's own address, never the Host header
+        (which the client chooses, and could point at any site)."""
+        base = self.config.public_url
+        if base is None:
+            host, port = scope.get("server") or (self.config.host, self.config.port)
+            base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        return f"{base.rstrip('/')}/v1/files/{file_id}.png"
+
 
 def parse_size(size: str | None) -> tuple[int | None, int | None]:
     if size in (None, "", "auto"):
@@ -184,14 +249,38 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
     try:
         width, height = (int(part) for part in str(size).lower().split("x"))
     except ValueError:
-        raise InputError(f"size must be WIDTHxHEIGHT or auto, not {size!r}") from None
+        raise InputError(f"size must be WIDTHxHEIGHT or auto, not {str(size)[:40]!r}") from None
     return width, height
 
 
+def parse_seed(text: str) -> int | None:
+    if not text:
+        return None
+    try:
+        seed = int(text)
+    except ValueError:
+        raise InputError(f"seed must be an integer, not {text[:40]!r}") from None
+    if not SEED_MIN <= seed <= SEED_MAX:
+        raise InputError(f"seed must be between {SEED_MIN} and {SEED_MAX}")
+    return seed
+
+
+async def parse_body(request: Any, model: type[_Body]) -> _Body:
+    """The JSON body as `model`, validated in a thread (a body may be tens of megabytes)."""
+    raw = await request.body()  # bounded: RequestGuard cuts it off at max_body_bytes
+    try:
+        return await asyncio.to_thread(model.model_validate_json, raw)
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(part) for part in first["loc"])
+        raise InputError(f"{where}: {first['msg']}".strip(": ")) from None
+
+
 def create_app(server: ImageServer, *, token: str | None = None) -> Any:
-    from fastapi import Depends, FastAPI, Request
+    from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse, Response
+    from starlette.exceptions import HTTPException
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -201,39 +290,34 @@ def create_app(server: ImageServer, *, token: str | None = None) -> Any:
         if server.fetcher is not None:
             await server.fetcher.aclose()
 
+    # No docs pages; the schema stays at /openapi.json behind the token like everything but the probes.
     app = FastAPI(title="gensearcher generator server", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = server
+    app.add_middleware(RequestGuard, token=token, max_body_bytes=server.config.max_body_bytes,
+                       count=lambda status: server.status.update([str(status)]))
 
-    def error_body(request: Any, message: str, status: int) -> dict[str, Any]:
-        if request.url.path.startswith("/v1/"):
-            kind = "invalid_request_error" if status < 500 else "server_error"
-            return {"error": {"message": message, "type": kind, "param": None, "code": None}}
-        return {"success": False, "message": message}
+    def answer_error(request: Request, message: str, status: int, headers: dict[str, str] | None = None) -> Any:
+        server.status[str(status)] += 1
+        return JSONResponse(error_body(request.url.path, message, status), status_code=status, headers=headers)
 
     @app.exception_handler(InputError)
     async def input_error(request: Request, exc: InputError) -> Any:
-        server.status[str(exc.status)] += 1
-        return JSONResponse(error_body(request, str(exc), exc.status), status_code=exc.status, headers=exc.headers)
+        return answer_error(request, str(exc), exc.status, exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Any:  # 404/405 routes, malformed multipart
+        return answer_error(request, str(exc.detail), exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Any:
         first = exc.errors()[0] if exc.errors() else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(part) for part in first["loc"] if part != "body")
-        server.status["400"] += 1
-        return JSONResponse(error_body(request, f"{where}: {first['msg']}".strip(": "), 400), status_code=400)
+        return answer_error(request, f"{where}: {first['msg']}".strip(": "), 400)
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> Any:  # never a traceback to the client
         logger.exception("request failed")
-        server.status["500"] += 1
-        return JSONResponse(error_body(request, "internal error", 500), status_code=500)
-
-    async def authorised(request: Request) -> None:
-        if token is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise InputError("missing or wrong bearer token", 401)
+        return answer_error(request, "internal error", 500)
 
     @app.get("/health")
     async def health() -> Any:
@@ -241,14 +325,21 @@ def create_app(server: ImageServer, *, token: str | None = None) -> Any:
         status = "ok" if len(ready) == len(server.pool.workers) else "degraded" if ready else "loading"
         return {"status": status, "num_workers": len(server.pool.workers), "ready_workers": ready,
                 "disabled_workers": [w.index for w in server.pool.workers if not w.ready.is_set()],
-                "queue": server.pool.queue.qsize(), "model": server.model, **server.pool.capabilities}
+                "queue": server.pool.queue.qsize(), "model": server.name, **server.pool.capabilities}
 
     @app.get("/metrics")
     async def metrics() -> Any:
         return PlainTextResponse(_prometheus(server), media_type="text/plain; version=0.0.4")
 
-    @app.post("/generate", dependencies=[Depends(authorised)])
-    async def generate(body: ReferenceGenerateRequest, response: Response) -> Any:
+    @app.get("/v1/models")
+    async def models() -> Any:
+        return {"object": "list", "data": [{"id": server.name, "object": "model", "created": int(server.started),
+                                            "owned_by": "gensearcher", "root": server.name, "parent": None}]}
+
+    @app.post("/generate")
+    async def generate(request: Request, response: Response) -> Any:
+        body = await parse_body(request, ReferenceGenerateRequest)
+        server.check_text(body.prompt, body.negative_prompt)
         server.check_size(body.width, body.height)
         images = await server.decode_images(list(body.image_urls or []))
         # The reference body always carries guidance_scale=1.0; it only means something to the edit model.
@@ -258,39 +349,38 @@ def create_app(server: ImageServer, *, token: str | None = None) -> Any:
         data, _, _, seconds = await server.run(body.prompt, images, params)
         server.status["200"] += 1
         response.headers["x-pipeline-seconds"] = f"{seconds:.4f}"  # the worker's own time, for clients and benchmarks
-        return {"success": True, "image": base64.b64encode(data).decode("ascii")}
+        return {"success": True, "image": await asyncio.to_thread(_b64, data)}
 
-    def check_model(name: str | None) -> None:
-        if name and name not in (server.model, "default"):
-            raise InputError(f"model {name!r} is not served here; this server serves {server.model!r}", 404)
-
-    @app.post("/v1/images/generations", dependencies=[Depends(authorised)])
-    async def generations(body: OpenAIGenerateRequest, request: Request) -> Any:
-        check_model(body.model)
+    @app.post("/v1/images/generations")
+    async def generations(request: Request) -> Any:
+        body = await parse_body(request, OpenAIGenerateRequest)
+        server.check_model(body.model)
+        server.check_text(body.prompt)
         width, height = parse_size(body.size)
         server.check_size(width, height)
         params = _openai_params(body.seed, width, height, with_images=False)
         data, _, _, _ = await server.run(body.prompt, [], params)
-        return _openai_response(server, data, body.response_format, request)
+        return await _openai_response(server, data, body.response_format, request)
 
-    @app.post("/v1/images/edits", dependencies=[Depends(authorised)])
+    @app.post("/v1/images/edits")
     async def edits(request: Request) -> Any:
         async with request.form(max_files=server.config.max_images + 1, max_fields=64) as form:
-            check_model(str(form.get("model") or "") or None)
-            prompt = str(form.get("prompt") or "")
-            if not prompt:
-                raise InputError("prompt is required")
+            server.check_model(_text(form, "model") or None)
+            prompt = _text(form, "prompt")
+            server.check_text(prompt)
             uploads = [part for key in ("image", "image[]") for part in form.getlist(key)]
             if not uploads:
                 raise InputError("at least one image is required (form field 'image' or 'image[]')")
-            raw = [await part.read() if hasattr(part, "read") else str(part) for part in uploads]
-            size, response_format, seed = form.get("size"), form.get("response_format"), form.get("seed")
-        images = await server.decode_images(raw)
-        width, height = parse_size(str(size or "auto"))
+            if len(uploads) > server.config.max_images:
+                raise InputError(f"too many images: {len(uploads)} (at most {server.config.max_images})")
+            raw = [part if isinstance(part, str) else await server.read_upload(part, i) for i, part in enumerate(uploads)]
+            size, response_format, seed = _text(form, "size"), _text(form, "response_format"), _text(form, "seed")
+        width, height = parse_size(size or "auto")
         server.check_size(width, height)
-        params = _openai_params(int(str(seed)) if seed else None, width, height, with_images=True)
+        params = _openai_params(parse_seed(seed), width, height, with_images=True)
+        images = await server.decode_images(raw)
         data, _, _, _ = await server.run(prompt, images, params)
-        return _openai_response(server, data, str(response_format or "b64_json"), request)
+        return await _openai_response(server, data, response_format or "b64_json", request)
 
     @app.get("/v1/files/{file_id}.png")
     async def file(file_id: str) -> Any:
@@ -302,21 +392,33 @@ def create_app(server: ImageServer, *, token: str | None = None) -> Any:
     return app
 
 
+def _text(form: Any, name: str) -> str:
+    value = form.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(f"{name} must be a text field, not a file")
+    return value
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
 def _openai_params(seed: int | None, width: int | None, height: int | None, *, with_images: bool) -> dict[str, Any]:
     from gensearcher.generate.base import GenerationRequest
 
     return GenerationRequest(prompt="-", seed=seed or 0, width=width, height=height).resolved(with_references=with_images)
 
 
-def _openai_response(server: ImageServer, data: bytes, response_format: str | None, request: Any) -> dict[str, Any]:
-    server.status["200"] += 1
+async def _openai_response(server: ImageServer, data: bytes, response_format: str | None, request: Any) -> dict[str, Any]:
     if response_format == "url":
-        file_id = server.keep_file(data)
-        entry = {"url": str(request.base_url).rstrip("/") + f"/v1/files/{file_id}.png"}
+        entry = {"url": server.file_url(request.scope, server.keep_file(data))}
     elif response_format in (None, "b64_json"):
-        entry = {"b64_json": base64.b64encode(data).decode("ascii")}
+        entry = {"b64_json": await asyncio.to_thread(_b64, data)}
     else:
         raise InputError("response_format must be b64_json or url")
+    server.status["200"] += 1
     return {"created": int(time.time()), "data": [entry], "output_format": "png"}
 
 

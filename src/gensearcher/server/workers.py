@@ -23,19 +23,21 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from gensearcher.errors import GenerationError
+
 logger = logging.getLogger(__name__)
 
 
-class QueueFull(Exception):
-    pass
+class QueueFull(GenerationError):
+    """The queue holds `max_queue` jobs; the server answers 429."""
 
 
-class WorkerFailure(Exception):
+class WorkerFailure(GenerationError):
     """The pipeline raised, or the worker died while running the job."""
 
 
-class NoCapableWorker(Exception):
-    pass
+class NoCapableWorker(GenerationError):
+    """No worker has the kind of pipeline (text or edit) the job needs."""
 
 
 @dataclass
@@ -63,7 +65,7 @@ def _worker_main(conn: Connection, pipeline_kwargs: dict[str, Any], threads: int
     try:
         pipelines = PipelineSet(**pipeline_kwargs)
         kinds = pipelines.preload()
-    except Exception as exc:  # report the load failure to the parent, which retries later
+    except Exception as exc:  # noqa: BLE001 - any load failure goes to the parent, which retries later
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
     conn.send(("ready", kinds))
@@ -79,7 +81,7 @@ def _worker_main(conn: Connection, pipeline_kwargs: dict[str, Any], threads: int
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
             conn.send((job_id, "ok", buffer.getvalue(), image.width, image.height, time.monotonic() - started))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the job fails, the worker lives; the parent counts failures
             conn.send((job_id, "error", f"{type(exc).__name__}: {exc}"[:500]))
 
 
