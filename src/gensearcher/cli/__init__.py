@@ -417,6 +417,7 @@ def cache_import(
 
 # Commands that live in their own modules register themselves on `app` when imported.
 from gensearcher.cli import evaluate as _evaluate_commands  # noqa: E402, F401
+from gensearcher.cli import view as _view_command  # noqa: E402, F401
 
 
 def main() -> int:
