@@ -3,7 +3,7 @@
     DIR/research/      the agent's results.json and trajectories (skipped with --baseline)
     DIR/images/        the generation results.json and images
     DIR/results_eval.json   judged rows (reference evaluation format)
-    DIR/scores.json    the tables;  DIR/costs.json  calls, tokens and time per stage;  DIR/report.html
+    DIR/scores.json    the tables;  DIR/costs.json  calls, tokens and time per stage;  DIR/report/index.html
 
 Each stage resumes from its own files, so a run killed at any moment and started again does not repeat a
 finished external call, and ends with the numbers an uninterrupted run gives.
@@ -92,9 +92,9 @@ async def run_eval(settings: Settings, benchmark: Benchmark, items: list[Task], 
     tables = score_tables(kind, judged)
     write_json_atomic(out / "scores.json", tables)
     write_json_atomic(out / "costs.json", costs)
-    from gensearcher.evaluate.report import write_report
+    from gensearcher.viewer.export import export_runs
 
-    write_report(out, tables, [row.to_json() for row in judged], title=f"{benchmark}{' (baseline)' if baseline else ''}")
+    export_runs([out], out / "report")  # the report is the viewer's static export (gensearcher view --export)
     return {"scores": tables.get("overall"), "costs": costs, "out": str(out)}
 
 

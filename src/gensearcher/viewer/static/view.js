@@ -48,11 +48,13 @@
   // Zoom: click an image for a full-window view; click again for actual size; Esc or a click outside closes.
   const zoom = document.getElementById("zoom");
   if (zoom) {
-    const big = zoom.querySelector("img");
+    const big = document.createElement("img");  // added on first use, so no empty image sits in the page
+    big.alt = "zoomed image";
     document.addEventListener("click", (event) => {
       const target = event.target;
       if (target instanceof HTMLImageElement && target.classList.contains("zoomable")) {
         big.src = target.dataset.full || target.src;
+        if (!big.parentNode) zoom.appendChild(big);
         zoom.classList.remove("full");
         zoom.style.display = "block";
       } else if (zoom.contains(target)) {
