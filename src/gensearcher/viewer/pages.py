@@ -96,7 +96,7 @@ class Pages:
         key = (a, b, self.index._signatures.get(a), self.index._signatures.get(b))
         if key not in self._compare_cache:
             items_a = item_results(list(self.index.judged_rows(a)))
-            items_b = item_results(list(self.index.judged_rows(b)))
+            items_b = item_results(list(self.index.judged_rows(b)))  # typed rows, as `eval compare` reads them
             pairs = len(items_a) * len(items_b)
             table = compare(items_a, items_b, _statistic(items_a, items_b), resamples=2000 if pairs < 4e6 else 300)
             by_a = {str(i.id): i for i in items_a}

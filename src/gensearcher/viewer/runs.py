@@ -461,14 +461,14 @@ class RunIndex:
                     generation=GenerationRow.model_validate_json(row[2]) if row[2] else None,
                     judged=JudgedRow.model_validate_json(row[3]) if row[3] else None, trajectory_path=row[4])
 
-    def judged_rows(self, key: int) -> Iterator[dict[str, Any]]:
+    def judged_rows(self, key: int) -> Iterator[JudgedRow]:
         """Every judged row of a run, in order (for the paired comparison)."""
         self.refresh(key)
         with self._lock:
             blobs = [blob for (blob,) in self._db.execute(
                 "SELECT judged FROM items WHERE run = ? AND judged IS NOT NULL ORDER BY pos", (key,)).fetchall()]
         for blob in blobs:
-            yield json.loads(blob)
+            yield JudgedRow.model_validate_json(blob)
 
     def all_ids(self, key: int) -> list[str]:
         with self._lock:

@@ -39,12 +39,12 @@ def picture(path: Path, size: int, seed: int) -> Path:
 
 def _trajectory(item_id: int, prompt: str, meta: dict[str, Any], gt: str | None, refs: list[Path],
                 termination: str) -> Any:
-    from gensearcher.agent.registry import RegisteredImage
-    from gensearcher.agent.trajectory import Answer, ReferenceImage, Step, Task, ToolCallRecord, Trajectory
+    from gensearcher.agent.trajectory import Answer, Step, ToolCallRecord, Trajectory
+    from gensearcher.data import Meta, ReferenceImage, SeenImage, Task
     from gensearcher.messages import ImageRef, Message
     from gensearcher.policy.base import TokenUsage
 
-    images = [RegisteredImage(img_id=f"IMG_{n + 1:03d}", local_path=str(path), url=f"https://example.org/{n}.jpg",
+    images = [SeenImage(img_id=f"IMG_{n + 1:03d}", local_path=str(path), url=f"https://example.org/{n}.jpg",
                               title=f"picture {n + 1} for item {item_id}", sha256=hashlib.sha256(str(path).encode())
                               .hexdigest()) for n, path in enumerate(refs)]
     usage = TokenUsage(prompt_tokens=900, completion_tokens=60)
@@ -69,7 +69,7 @@ def _trajectory(item_id: int, prompt: str, meta: dict[str, Any], gt: str | None,
     messages = [Message(role="system", text="(system prompt)"), Message(role="user", text=prompt),
                 Message(role="user", text="images", images=[ImageRef(path=str(p), sha256="0" * 64, width=1328,
                                                                        height=1328) for p in refs])]
-    return Trajectory(task=Task(id=item_id, prompt=prompt, meta=meta, gt_image=gt), messages=messages, steps=steps,
+    return Trajectory(task=Task(id=item_id, prompt=prompt, meta=Meta(**meta), gt_image=gt), messages=messages, steps=steps,
                       images=images, answer=answer, termination=termination, rounds=len(steps),
                       usage=TokenUsage(prompt_tokens=900 * len(steps), completion_tokens=60 * len(steps)),
                       started_at="2026-12-01T09:00:00Z", duration_s=4.2, policy_s=2.8, tools_s=1.6)
@@ -83,6 +83,7 @@ def write_sample_run(root: Path, count: int, *, gt_dir: Path, image_px: int = 13
     so two runs with different seeds make a comparison with flipped items.
     """
     from gensearcher.agent.batch import result_row, trajectory_filename
+    from gensearcher.agent.trajectory import save_trajectory
     from gensearcher.data import GenerationRow, JudgedRow
     from gensearcher.evaluate.pipeline import score_tables
 
@@ -103,8 +104,8 @@ def write_sample_run(root: Path, count: int, *, gt_dir: Path, image_px: int = 13
         prompt = f"Item {item_id}: a poster of the {meta['category']} subject number {item_id}"
         trajectory = _trajectory(item_id, prompt, meta, str(gt), refs, termination)
         relative = f"trajectories/{trajectory_filename(item_id)}"
-        write_atomic(root / "research" / relative, trajectory.model_dump_json().encode("utf-8"), fsync=False)
-        row = result_row(trajectory, relative)
+        save_trajectory(trajectory, root / "research" / relative, fsync=False)
+        row = result_row(trajectory, relative).to_json()
         research_rows.append(row)
         output = root / "images" / "images" / f"{key}-s{seed}.png"
         success = termination == "answer"
@@ -128,7 +129,7 @@ def write_sample_run(root: Path, count: int, *, gt_dir: Path, image_px: int = 13
     _write_lines(root / "images" / "results.json", generation_rows)
     if judged:
         _write_lines(root / "results_eval.json", judged_rows)
-        write_json_atomic(root / "scores.json", score_tables("knowgen", judged_rows))
+        write_json_atomic(root / "scores.json", score_tables("knowgen", [JudgedRow.model_validate(r) for r in judged_rows]))
         write_json_atomic(root / "costs.json", {"judge": {"calls": len(judged_rows), "seconds": 1.0}})
     return root
 

@@ -1,8 +1,8 @@
 """Trajectory files as the item page shows them: rounds, the images each round brought, the answer.
 
-`read_trajectory` is the viewer's one way to load a trajectory; image paths in it are made absolute
-(a relative path is relative to the run folder, as trajectories store them, else to the trajectory's own
-folder). `rounds` turns the steps into what a reader wants to see of each round.
+`read_trajectory` is the viewer's one way to load a trajectory (`agent.trajectory.load_trajectory`, which
+makes the run-relative image paths absolute, with errors as UserError). `rounds` turns the steps into what
+a reader wants to see of each round.
 """
 
 from __future__ import annotations
@@ -14,56 +14,31 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gensearcher.agent.trajectory import Trajectory
+from gensearcher.agent.trajectory import Trajectory, load_trajectory
 from gensearcher.errors import UserError
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
 
-def _run_folder(path: Path) -> Path:
-    """The run folder of a trajectory file: the folder above trajectories/ (or rollouts/), else its own."""
-    folder = path.parent
-    return folder.parent if folder.name in ("trajectories", "rollouts") else folder
-
-
-def _absolute(value: str, bases: list[Path]) -> str:
-    candidate = Path(value)
-    if candidate.is_absolute():
-        return value
-    for base in bases:
-        if (base / candidate).exists():
-            return str((base / candidate).resolve())
-    return str((bases[0] / candidate).resolve())
-
-
 def read_trajectory(path: Path) -> Trajectory:
     """A trajectory file with every image path absolute. Raises UserError naming the file when unreadable."""
     try:
-        trajectory = Trajectory.model_validate_json(path.read_bytes())
+        return load_trajectory(path)
     except (OSError, ValidationError, ValueError) as exc:
         first = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
         raise UserError(f"cannot read trajectory {path}: {first}") from None
-    bases = [_run_folder(path.resolve()), path.resolve().parent, Path.cwd()]
-    for message in trajectory.messages:
-        message.images = [image.model_copy(update={"path": _absolute(image.path, bases)}) for image in message.images]
-    for image in trajectory.images:
-        image.local_path = _absolute(image.local_path, bases)
-    if trajectory.answer is not None:
-        for reference in trajectory.answer.reference_images:
-            reference.local_path = _absolute(reference.local_path, bases)
-    return trajectory
 
 
 def research_row(trajectory: Trajectory, path: Path) -> dict[str, Any]:
     """A results.json row for an item known only by its trajectory file."""
     from gensearcher.agent.batch import result_row
 
-    row = result_row(trajectory, str(path))
+    row = result_row(trajectory, str(path)).to_json()
     row["id"] = trajectory.task.id if trajectory.task.id is not None else path.stem
     return row
 
 
-class SeenImage(BaseModel):
+class Seen(BaseModel):
     img_id: str
     path: str
     url: str | None = None
@@ -83,7 +58,7 @@ class Round(BaseModel):
     result: str = ""
     error: str | None = None
     problem: str | None = None
-    images: list[SeenImage] = []
+    images: list[Seen] = []
     tool_s: float | None = None
     latency_s: float
     attempts: int
@@ -100,7 +75,7 @@ def rounds(trajectory: Trajectory) -> list[Round]:
         thinking = "\n".join(part.strip() for part in _THINK.findall(step.response))
         rest = _THINK.sub("", step.response).strip()
         call = step.tool_call
-        images = [SeenImage(img_id=i, path=by_id[i].local_path, url=by_id[i].url, title=by_id[i].title)
+        images = [Seen(img_id=i, path=by_id[i].local_path, url=by_id[i].url, title=by_id[i].title)
                   for i in (call.image_ids if call else []) if i in by_id]
         shown.append(Round(
             number=step.round, final=step.final_round, thinking=thinking, text=rest, action=step.action,
