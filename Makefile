@@ -1,5 +1,5 @@
 # The two commands a newcomer needs:
-#   make demo   run the research agent end to end (offline: scripted policy, local corpus)
+#   make demo   the whole job end to end, offline: research -> generation -> judging -> report
 #   make test   run the test suite
 # Both install what they need into .venv first (pip upgraded, versions pinned by constraints.txt).
 
@@ -32,6 +32,7 @@ bench: install
 	$(PY) benchmarks/replay_batch.py
 	$(PY) benchmarks/generator_server.py
 	$(PY) benchmarks/judge_throughput.py
+	$(PY) benchmarks/viewer.py
 	@echo "benchmarks/gpu_generate.py needs a GPU: run it there (--tiny checks it on CPU)"
 
 clean:
