@@ -97,7 +97,7 @@ def test_every_image_of_the_item_page_loads_and_zooms(browser, viewer):
     # generated, ground truth (from the data root), two chosen references, the two images of round 2
     assert {"generated", "ground truth", "IMG_001", "IMG_002"} <= set(alts) and alts.count("IMG_001") == 2
     assert all(width > 0 for _, width, _ in loaded), loaded
-    widths = dict((alt, w) for alt, w, src in loaded if "/files/" in src)
+    widths = {alt: w for alt, w, src in loaded if "/files/" in src}
     assert widths["generated"] == 1328 and widths["ground truth"] == 1328  # full size, zoomable
     for heading in ("Round 1", "Round 2", "Round 3"):
         assert heading in browser.find_element("id", "round-" + heading[-1]).text

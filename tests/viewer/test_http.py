@@ -66,7 +66,7 @@ ATTACKS = [
 
 @pytest.mark.parametrize("path", ATTACKS)
 def test_files_outside_the_run_folders_are_refused(planted, path):
-    server, secret = planted
+    server, _ = planted
     status, body, _ = raw_get(server.url, path)
     assert status in (400, 404), (path, status)
     assert SECRET.encode() not in body and b"root:" not in body and b"import" not in body
@@ -108,5 +108,5 @@ def test_the_token_is_enforced_when_set(sample):
 
 def test_unknown_runs_and_items_are_404(viewer):
     for path in ("/runs/7/items", "/runs/0/items/nope", "/compare?a=0&b=9", "/runs/3/live"):
-        status, body, _ = raw_get(viewer.url, path)
+        status, _, _ = raw_get(viewer.url, path)
         assert status == 404, path

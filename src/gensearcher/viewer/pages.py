@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from gensearcher.errors import UserError
 from gensearcher.viewer.runs import Item, ItemSummary, Query, RunIndex, RunInfo
 from gensearcher.viewer.trajectories import read_trajectory, rounds
 
@@ -76,7 +77,7 @@ class Pages:
         if item.trajectory_path and Path(item.trajectory_path).is_file():
             try:
                 trajectory = read_trajectory(Path(item.trajectory_path))
-            except Exception as exc:  # a damaged file is shown as such; the rest of the item still is
+            except UserError as exc:  # a damaged file is shown as such; the rest of the item still is
                 problem = str(exc)
         elif item.trajectory_path:
             problem = f"trajectory file missing: {item.trajectory_path}"

@@ -15,6 +15,7 @@ change (a batch still running) is re-indexed when a page asks, at most once a `r
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -33,11 +34,14 @@ SUMMARY_KEY = "summary_type"
 _SCHEMA = """
 CREATE TABLE items (run INTEGER, pos INTEGER, id TEXT, category TEXT DEFAULT '', difficulty TEXT DEFAULT '',
     termination TEXT DEFAULT '', score REAL, prompt TEXT DEFAULT '', generated INTEGER DEFAULT 0, text TEXT DEFAULT '', output TEXT,
-    gt TEXT, research TEXT, generation TEXT, judged TEXT, trajectory TEXT, PRIMARY KEY (run, id));
+    gt TEXT, judged INTEGER DEFAULT 0, trajectory TEXT, PRIMARY KEY (run, id));
 CREATE INDEX items_pos ON items (run, pos);
 CREATE INDEX items_score ON items (run, score);
+CREATE INDEX items_category ON items (run, category, score);
+CREATE TABLE rows (run INTEGER, id TEXT, stage TEXT, body TEXT, PRIMARY KEY (run, id, stage));
+CREATE VIRTUAL TABLE words USING fts5(text, run UNINDEXED, item UNINDEXED);
 """
-SORTS = {"order": "pos", "score": "score IS NULL, score, pos", "-score": "score IS NULL, score DESC, pos",
+SORTS = {"order": "pos", "score": "score IS NULL, score, pos", "-score": "score DESC, pos",
          "id": "id, pos"}
 
 
@@ -136,7 +140,7 @@ def iter_rows(path: Path) -> Iterator[Any]:
                     line = line.strip().rstrip(",")
                     if line and line != "]":
                         rows.append(json.loads(line))
-                    if len(rows) >= 256:
+                    if len(rows) >= 16:  # a few at a time: a reader of the first row reads little
                         yield from rows
                         rows = []
                 yield from rows
@@ -179,8 +183,17 @@ class Layout(BaseModel):
     trajectories: Path | None = None
     single: Path | None = Field(None, description="A lone trajectory.json (research or run folder).")
 
-    def watched(self) -> list[Path]:
-        return [p for p in (self.research, self.generation, self.judged, self.trajectories, self.single) if p]
+
+def layout_paths(root: Path) -> list[Path]:
+    """Every file or folder a layout may use: their stat (never their content) tells when to re-index.
+
+    Trajectory folders count only where no results.json lists the items (a batch rewrites a trajectory
+    after every round; its results.json says when an item is done)."""
+    results = [root / "research" / "results.json", root / "results.json"]
+    folders = [root / "research" / "trajectories", root / "trajectories", root / "rollouts"]
+    listed = any(path.is_file() for path in results)
+    return [*results, root / "images" / "results.json", root / "results_eval.json", root / "trajectory.json",
+            *([] if listed else folders)]
 
 
 def find_layout(root: Path) -> Layout:
@@ -214,7 +227,8 @@ def read_rewards(root: Path) -> list[tuple[int, float]]:
         root.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1])
         if p.parent.name.split("-")[-1].isdigit() else -1)[-1:]
     for state in states:
-        for entry in (read_json_file(state) or {}).get("log_history", []):
+        logged = read_json_file(state)
+        for entry in logged.get("log_history", []) if isinstance(logged, dict) else []:
             if isinstance(entry, dict) and isinstance(entry.get("step"), int) and _number(entry.get("reward")):
                 points[entry["step"]] = float(entry["reward"])
     if (root / "rewards.jsonl").is_file():
@@ -224,12 +238,24 @@ def read_rewards(root: Path) -> list[tuple[int, float]]:
     return sorted(points.items())
 
 
+def _match(text: str) -> str:
+    """Free text as an FTS5 query: every word must appear (the last may be the start of a word).
+
+    Each word is quoted, so the user's text is never read as query syntax."""
+    words = re.findall(r"\w+", text.lower())
+    if not words:
+        return ""
+    return " ".join(f'"{word}"' for word in words[:-1]) + f' "{words[-1]}"*'
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _meta(row: dict[str, Any]) -> tuple[str, str]:
-    meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
+    meta = row.get("meta")
+    if not isinstance(meta, dict):
+        meta = {}
     return str(meta.get("category") or ""), str(meta.get("difficulty") or "")
 
 
@@ -249,12 +275,16 @@ class RunIndex:
         self.refresh_s = refresh_s
         self.scratch = Path(tempfile.mkdtemp(prefix="gensearcher-view-"))
         self._db = sqlite3.connect(self.scratch / "index.sqlite", check_same_thread=False)
-        self._db.executescript(_SCHEMA)
+        # A scratch cache, rebuilt at every start: no journal, no fsync.
+        self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -16384;"
+                               + _SCHEMA)
         self._lock = threading.RLock()
         self._signatures: dict[int, tuple[Any, ...]] = {}
         self._checked: dict[int, float] = {}
+        self._gap: dict[int, float] = {}
         self._info: dict[int, RunInfo] = {}
         self._layouts: dict[int, Layout] = {}
+        self._facets: dict[int, dict[str, list[str]]] = {}
         for key in range(len(self.roots)):
             self._build(key)
 
@@ -267,9 +297,9 @@ class RunIndex:
 
     def _signature(self, key: int) -> tuple[Any, ...]:
         root = self.roots[key]
-        paths = [*find_layout(root).watched(), root / "scores.json", root / "costs.json", root / "run.json",
+        paths = [*layout_paths(root), root / "scores.json", root / "costs.json", root / "run.json",
                  root / "trainer_state.json", root / "rewards.jsonl", *root.glob("checkpoint-*/trainer_state.json")]
-        signature = []
+        signature: list[tuple[str, int | None, int | None]] = []
         for path in paths:
             try:
                 stat = path.stat()
@@ -282,12 +312,15 @@ class RunIndex:
         """Re-index the folders whose files changed (at most one look per `refresh_s` per folder)."""
         for k in range(len(self.roots)) if key is None else [key]:
             now = time.monotonic()
-            if now - self._checked.get(k, 0.0) < self.refresh_s:
+            if now - self._checked.get(k, 0.0) < self._gap.get(k, self.refresh_s):
                 continue
             with self._lock:
                 self._checked[k] = now
                 if self._signature(k) != self._signatures.get(k):
                     self._build(k)
+                    # A large run still going is re-read at most a tenth of the time: pages stay fast.
+                    took = time.monotonic() - now
+                    self._gap[k] = self.refresh_s if took < 0.1 else max(self.refresh_s, 10 * took)
 
     def _build(self, key: int) -> None:
         with self._lock:
@@ -297,6 +330,8 @@ class RunIndex:
             problems: list[str] = []
             db = self._db
             db.execute("DELETE FROM items WHERE run = ?", (key,))
+            db.execute("DELETE FROM rows WHERE run = ?", (key,))
+            db.execute("DELETE FROM words WHERE run = ?", (key,))
             pos = 0
             if layout.research is not None:
                 base = layout.research.parent
@@ -305,52 +340,66 @@ class RunIndex:
                     trajectory = row.get("trajectory")
                     db.execute(
                         "INSERT OR REPLACE INTO items (run, pos, id, category, difficulty, termination, prompt, text, gt, "
-                        "research, trajectory) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        "trajectory) VALUES (?,?,?,?,?,?,?,?,?,?)",
                         (key, pos, str(row["id"]), category, difficulty, str(row.get("termination") or ""),
                          str(row.get("prompt") or ""),
                          f"{row.get('prompt', '')}\n{row.get('gen_prompt', '')}".lower(), row.get("gt_image"),
-                         json.dumps(row, ensure_ascii=False), str(base / trajectory) if trajectory else None))
+                         str(base / trajectory) if trajectory else None))
+                    self._keep(key, row["id"], "research", row)
                     pos += 1
             elif layout.trajectories is not None or layout.single is not None:
                 pos = self._add_trajectories(key, layout, problems)
             for source, column in ((layout.generation, "generation"), (layout.judged, "judged")):
                 if source is not None:
                     pos = self._merge(key, source, column, pos, problems)
+            db.execute("INSERT INTO words (text, run, item) SELECT text, run, id FROM items WHERE run = ?", (key,))
             db.commit()
             self._layouts[key] = layout
             self._info[key] = self._describe(key, root, layout, problems)
+            self._facets[key] = {column: [value for (value,) in db.execute(
+                f"SELECT DISTINCT {column} FROM items WHERE run = ? AND {column} != '' ORDER BY {column}",
+                (key,)).fetchall()] for column in ("category", "difficulty", "termination")}
             self._signatures[key] = signature
 
     def _merge(self, key: int, source: Path, column: str, pos: int, problems: list[str]) -> int:
         for row in _rows_or_problem(source, problems):
             category, difficulty = _meta(row)
-            scores = row.get("scores") if isinstance(row.get("scores"), dict) else {}
+            scores = row.get("scores")
+            if not isinstance(scores, dict):
+                scores = {}
             score = float(scores["overall"]) if _number(scores.get("overall")) else None
             generated = 1 if row.get("success") and row.get("output_path") else 0
             text = f"{row.get('prompt') or ''}\n{row.get('used_prompt') or row.get('gen_prompt') or ''}".lower()
-            blob = json.dumps(row, ensure_ascii=False)
+            judged = 1 if column == "judged" else 0
             cursor = self._db.execute(
-                f"UPDATE items SET {column} = ?, output = COALESCE(?, output), generated = MAX(generated, ?), "
+                "UPDATE items SET judged = MAX(judged, ?), output = COALESCE(?, output), generated = MAX(generated, ?), "
                 "score = COALESCE(?, score), gt = COALESCE(gt, ?), category = CASE WHEN category = '' THEN ? "
                 "ELSE category END, difficulty = CASE WHEN difficulty = '' THEN ? ELSE difficulty END "
                 "WHERE run = ? AND id = ?",
-                (blob, row.get("output_path"), generated, score, row.get("gt_image"), category, difficulty,
+                (judged, row.get("output_path"), generated, score, row.get("gt_image"), category, difficulty,
                  key, str(row["id"])))
             if cursor.rowcount == 0:
                 self._db.execute(
-                    f"INSERT INTO items (run, pos, id, category, difficulty, score, generated, prompt, text, output, gt, "
-                    f"{column}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO items (run, pos, id, category, difficulty, score, generated, prompt, text, output, gt, "
+                    "judged) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (key, pos, str(row["id"]), category, difficulty, score, generated, str(row.get("prompt") or ""), text,
-                     row.get("output_path"), row.get("gt_image"), blob))
+                     row.get("output_path"), row.get("gt_image"), judged))
                 pos += 1
+            self._keep(key, row["id"], column, row)
         return pos
+
+    def _keep(self, key: int, item_id: Any, stage: str, row: dict[str, Any]) -> None:
+        """The full row, apart from the list columns, so a list query never reads it."""
+        self._db.execute("INSERT OR REPLACE INTO rows (run, id, stage, body) VALUES (?,?,?,?)",
+                         (key, str(item_id), stage, json.dumps(row, ensure_ascii=False)))
 
     def _add_trajectories(self, key: int, layout: Layout, problems: list[str]) -> int:
         """Items from trajectory files alone (a run folder, rollouts, a batch before its results.json)."""
-        from gensearcher.viewer.trajectories import research_row, read_trajectory
+        from gensearcher.viewer.trajectories import read_trajectory, research_row
 
         files = [layout.single] if layout.single else sorted(layout.trajectories.glob("*.json"))  # type: ignore[union-attr]
-        run_record = read_json_file(self.roots[key] / "run.json") if layout.single else None
+        record = read_json_file(self.roots[key] / "run.json") if layout.single else None
+        run_record: dict[str, Any] | None = record if isinstance(record, dict) else None
         pos = 0
         for path in files:
             try:
@@ -360,23 +409,26 @@ class RunIndex:
                 continue
             row = research_row(trajectory, path)
             category, difficulty = _meta(row)
-            output = run_record.get("image") if isinstance(run_record, dict) else None
+            output = run_record.get("image") if run_record is not None else None
             generation = ({"id": row["id"], "prompt": row["prompt"], "used_prompt": row["gen_prompt"],
                            "output_path": output, "success": bool(output), "error": run_record.get("error")}
-                          if isinstance(run_record, dict) else None)
+                          if run_record is not None else None)
             self._db.execute(
                 "INSERT OR REPLACE INTO items (run, pos, id, category, difficulty, termination, prompt, text, output, "
-                "gt, generated, research, generation, trajectory) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "gt, generated, trajectory) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (key, pos, str(row["id"]), category, difficulty, row["termination"], row["prompt"],
                  f"{row['prompt']}\n{row['gen_prompt']}".lower(), output, row.get("gt_image"), 1 if output else 0,
-                 json.dumps(row, ensure_ascii=False), json.dumps(generation) if generation else None, str(path)))
+                 str(path)))
+            self._keep(key, row["id"], "research", row)
+            if generation is not None:
+                self._keep(key, row["id"], "generation", generation)
             pos += 1
         return pos
 
     def _describe(self, key: int, root: Path, layout: Layout, problems: list[str]) -> RunInfo:
         db = self._db
         count, generated, judged = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(generated), 0), COUNT(judged) FROM items WHERE run = ?", (key,)).fetchone()
+            "SELECT COUNT(*), COALESCE(SUM(generated), 0), COALESCE(SUM(judged), 0) FROM items WHERE run = ?", (key,)).fetchone()
         terminations = dict(db.execute(
             "SELECT termination, COUNT(*) FROM items WHERE run = ? AND termination != '' GROUP BY termination "
             "ORDER BY COUNT(*) DESC", (key,)).fetchall())
@@ -402,15 +454,14 @@ class RunIndex:
 
     def facets(self, key: int) -> dict[str, list[str]]:
         """The categories, difficulties and terminations present in a run (for the filter menus)."""
-        with self._lock:
-            return {column: [value for (value,) in self._db.execute(
-                f"SELECT DISTINCT {column} FROM items WHERE run = ? AND {column} != '' ORDER BY {column}",
-                (key,)).fetchall()] for column in ("category", "difficulty", "termination")}
+        self.refresh(key)
+        return self._facets[key]
 
     def query(self, key: int, query: Query) -> tuple[int, list[ItemSummary]]:
         """The total matching `query` and the items of its page."""
         self.refresh(key)
-        where, args = ["run = ?"], [key]
+        where: list[str] = ["run = ?"]
+        args: list[Any] = [key]
         for column in ("category", "difficulty", "termination"):
             value = getattr(query, column)
             if value:
@@ -422,10 +473,10 @@ class RunIndex:
         if query.max_score is not None:
             where.append("score <= ?")
             args.append(query.max_score)
-        if query.text.strip():
-            where.append("(text LIKE ? ESCAPE '\\' OR id = ?)")
-            escaped = query.text.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            args.extend([f"%{escaped}%", query.text.strip()])
+        words = _match(query.text)
+        if words:
+            where.append("(id IN (SELECT item FROM words WHERE words MATCH ? AND run = ?) OR id = ?)")
+            args.extend([words, key, query.text.strip()])
         clause = " AND ".join(where)
         order = SORTS.get(query.sort, "pos")
         per_page = max(1, min(query.per_page, 500))
@@ -451,22 +502,25 @@ class RunIndex:
     def item(self, key: int, item_id: str) -> Item | None:
         self.refresh(key)
         with self._lock:
-            row = self._db.execute(
-                "SELECT pos, research, generation, judged, trajectory FROM items WHERE run = ? AND id = ?",
-                (key, item_id)).fetchone()
+            row = self._db.execute("SELECT pos, trajectory FROM items WHERE run = ? AND id = ?",
+                                   (key, item_id)).fetchone()
+            stages = dict(self._db.execute("SELECT stage, body FROM rows WHERE run = ? AND id = ?",
+                                           (key, item_id)).fetchall())
         if row is None:
             return None
-        return Item(run=key, id=item_id, pos=row[0],
-                    research=ResearchRow.model_validate_json(row[1]) if row[1] else None,
-                    generation=GenerationRow.model_validate_json(row[2]) if row[2] else None,
-                    judged=JudgedRow.model_validate_json(row[3]) if row[3] else None, trajectory_path=row[4])
+        return Item(run=key, id=item_id, pos=row[0], trajectory_path=row[1],
+                    research=ResearchRow.model_validate_json(stages["research"]) if "research" in stages else None,
+                    generation=GenerationRow.model_validate_json(stages["generation"]) if "generation" in stages
+                    else None,
+                    judged=JudgedRow.model_validate_json(stages["judged"]) if "judged" in stages else None)
 
     def judged_rows(self, key: int) -> Iterator[JudgedRow]:
         """Every judged row of a run, in order (for the paired comparison)."""
         self.refresh(key)
         with self._lock:
             blobs = [blob for (blob,) in self._db.execute(
-                "SELECT judged FROM items WHERE run = ? AND judged IS NOT NULL ORDER BY pos", (key,)).fetchall()]
+                "SELECT r.body FROM items i JOIN rows r ON r.run = i.run AND r.id = i.id AND r.stage = 'judged' "
+                "WHERE i.run = ? ORDER BY i.pos", (key,)).fetchall()]
         for blob in blobs:
             yield JudgedRow.model_validate_json(blob)
 

@@ -39,7 +39,7 @@ def picture(path: Path, size: int, seed: int) -> Path:
 
 
 def _trajectory(item_id: int, prompt: str, meta: dict[str, Any], gt: str | None, refs: list[Path],
-                termination: str) -> Any:
+                termination: Any) -> Any:
     from gensearcher.agent.trajectory import Answer, Step, ToolCallRecord, Trajectory
     from gensearcher.data import Meta, ReferenceImage, SeenImage, Task
     from gensearcher.messages import ImageRef, Message
@@ -111,7 +111,7 @@ def write_sample_run(root: Path, count: int, *, gt_dir: Path, image_px: int = 13
             row = result_row(trajectory, relative).to_json()
             templates[item_id % CYCLE] = (item_id, row, trajectory.task.model_dump_json())
         else:  # a large run: the same item written again under another id (the writers cost minutes at 50,000)
-            row, stored = _renumbered(root / "research", templates[item_id % CYCLE],
+            row, _ = _renumbered(root / "research", templates[item_id % CYCLE],
                                       item_id, relative)
         research_rows.append(row)
         output = root / "images" / "images" / f"{key}-s{seed}.png"
