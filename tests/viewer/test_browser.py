@@ -17,7 +17,8 @@ def console_errors(driver):
 
 
 def load(driver, url, shot=None):
-    driver.get_log("browser")  # drop what earlier pages logged
+    driver.get("about:blank")  # stop the previous page (a Live page keeps polling a server that may be gone)
+    driver.get_log("browser")  # and drop what it logged
     driver.get(url)
     wait_for(driver, lambda: driver.execute_script("return document.readyState") == "complete")
     if shot:
