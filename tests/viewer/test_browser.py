@@ -162,14 +162,19 @@ def test_a_training_run_shows_its_reward_curve(browser, tmp_path):
     (tmp_path / "trainer_state.json").write_text(json.dumps(state))
     with Viewer([tmp_path], []) as server:
         load(browser, server.url + "/runs/0/live", shot="live-training")
-        svg = browser.find_element("id", "reward-svg")
-        points = svg.find_element("tag name", "polyline").get_attribute("points").split()
+        points = curve_points(browser)
         assert len(points) == 8
         assert float(points[0].split(",")[1]) > float(points[-1].split(",")[1])  # rising reward, SVG y is down
         with open(tmp_path / "trainer_state.json", "w") as handle:
             json.dump({"log_history": state["log_history"] + [{"step": 9, "reward": 0.7}]}, handle)
-        wait_for(browser, lambda: len(browser.find_element("tag name", "polyline").get_attribute("points").split()) == 9)
+        wait_for(browser, lambda: len(curve_points(browser)) == 9)
         assert console_errors(browser) == []
+
+
+def curve_points(driver):
+    """The reward curve's points, read in one script call (the page redraws the curve as data arrives)."""
+    return driver.execute_script("const p = document.querySelector('#reward-svg polyline');"
+                                 "return p ? p.getAttribute('points').split(' ') : [];")
 
 
 def test_the_static_export_works_from_files(browser, sample, tmp_path):

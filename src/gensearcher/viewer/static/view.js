@@ -68,8 +68,10 @@
   }
 
   // Reward curve: an inline SVG polyline of reward by step.
+  let drawn = "";
   function drawCurve(holder, points) {
-    if (!holder || !points || !points.length) return;
+    if (!holder || !points || !points.length || JSON.stringify(points) === drawn) return;
+    drawn = JSON.stringify(points);
     const w = 640, h = 220, pad = 36;
     const steps = points.map((p) => p[0]), values = points.map((p) => p[1]);
     const x0 = Math.min(...steps), x1 = Math.max(...steps), y0 = Math.min(...values), y1 = Math.max(...values);
