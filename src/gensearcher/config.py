@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, computed_field, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -207,8 +207,21 @@ class CacheConfig(_Section):
     max_age_s: float | None = Field(None, gt=0, description="Entries older than this count as misses.")
 
 
+# The reference system's vendor defaults (model, size), shown by `gensearcher config` as effective_api_*.
+VENDOR_DEFAULTS: dict[str, tuple[str, str | None]] = {
+    "openai": ("gpt-image-1", "1024x1024"),
+    "gemini": ("gemini-3-pro-image-preview", None),
+    "seedream": ("doubao-seedream-4-5-251128", "2K"),
+}
+
+
 class GeneratorConfig(_Section):
-    """The image generator: which backend, which model, and how it runs."""
+    """The image generator: which backend, which model, and how it runs.
+
+    The diffusers backend takes each model's settings from its preset (`gensearcher.generate.presets`: the
+    reference system's settings per model family); the fields below marked "default: the preset's" override
+    it for every call. A setting the model's pipeline does not take stops the run at startup.
+    """
 
     backend: Literal["diffusers", "http", "openai", "gemini", "seedream"] | None = Field(
         None, description="Default: http when app_urls is set, else diffusers.",
@@ -222,18 +235,36 @@ class GeneratorConfig(_Section):
     dtype: str = Field("auto", description="diffusers: 'auto' (bfloat16 on GPU, float32 on CPU) or a torch dtype.")
     cpu_offload: bool = Field(False, description="diffusers: enable model CPU offload.")
     attention_backend: str | None = Field(None, description="diffusers: e.g. 'flash', 'sage', '_native_cudnn'.")
+    trust_remote_code: bool = Field(
+        False, description="Allow models that run their checkpoint's own Python code (HunyuanImage-3.0).",
+    )
     edit_condition_pixels: int | None = Field(
-        None, ge=256, description="diffusers edit: pixels the references are resized to for the text encoder."
+        None, ge=256, description="Qwen-Image-Edit-2509: pixels the references are resized to for the text encoder "
+        "(diffusers' 384*384; smaller is faster and lighter).",
     )
     edit_vae_pixels: int | None = Field(
-        None, ge=256, description="diffusers edit: pixels the references are resized to for the VAE."
+        None, ge=256, description="Qwen-Image-Edit-2509: pixels the references are resized to for the VAE "
+        "(diffusers' 1024*1024).",
     )
     max_references: int | None = Field(
-        None, ge=0, description="References the backend accepts (default per backend, at most max_refs)."
+        None, ge=0, description="References the backend accepts (default per backend or model preset, at most max_refs)."
     )
-    steps: int | None = Field(None, ge=1, description="Denoising steps (default 40 with references, 50 without).")
-    width: int | None = Field(None, ge=16, description="Output width (default: the model's).")
-    height: int | None = Field(None, ge=16, description="Output height (default: the model's).")
+    steps: int | None = Field(None, ge=1, description="Denoising steps (default: the preset's; Qwen 50 text, 40 edit).")
+    width: int | None = Field(None, ge=16, description="Output width (default: the preset's, else the model's).")
+    height: int | None = Field(None, ge=16, description="Output height (default: the preset's, else the model's).")
+    guidance_scale: float | None = Field(
+        None, ge=0, description="guidance_scale of the pipeline: distilled guidance (FLUX, Qwen edit) or CFG "
+        "(SD-3.5, Z-Image, Lumina, LongCat). Default: the preset's.",
+    )
+    true_cfg_scale: float | None = Field(
+        None, ge=0, description="True classifier-free guidance (Qwen-Image, FLUX.1; above 1 doubles the compute). "
+        "Default: the preset's (Qwen 4; FLUX off).",
+    )
+    negative_prompt: str | None = Field(None, description="Negative prompt (default: the preset's; Qwen ' ').")
+    prompt_suffix: str | None = Field(
+        None, description="Appended to every prompt (default: the preset's: ', Ultra HD, 4K, cinematic composition.' "
+        "for Qwen-Image text-to-image, else none); '' disables it.",
+    )
     seed: int = Field(0, description="Generation seed.")
     app_urls: list[str] = Field(
         default_factory=list, description="http: generator servers (JSON list or comma-separated).",
@@ -245,7 +276,14 @@ class GeneratorConfig(_Section):
                                            json_schema_extra=_aliases("GENSEARCHER_SERVER_TOKEN"))
     api_key: SecretStr | None = Field(None, description="openai / gemini / seedream API key.")
     api_base_url: str | None = Field(None, description="openai / gemini / seedream endpoint (default: the vendor's).")
-    api_model: str | None = Field(None, description="openai: gpt-image-1; gemini: gemini-3-pro-image-preview; ...")
+    api_model: str | None = Field(
+        None, description="Vendor model (default: the reference system's: openai gpt-image-1, gemini "
+        "gemini-3-pro-image-preview, seedream doubao-seedream-4-5-251128; see effective_api_model).",
+    )
+    api_size: str | None = Field(
+        None, description="Vendor output size when the request sets no width and height: openai WxH or auto, "
+        "seedream 1K/2K/4K or WxH, gemini imageSize 1K/2K/4K (default: openai 1024x1024, seedream 2K).",
+    )
     timeout_s: float = Field(600.0, gt=0, description="Total time for one image, retries included.",
                              json_schema_extra=_aliases("GEN_IMAGE_TIMEOUT"))
     max_retries: int = Field(3, ge=0)
@@ -257,6 +295,18 @@ class GeneratorConfig(_Section):
 
     def resolved_backend(self) -> str:
         return self.backend or ("http" if self.app_urls else "diffusers")
+
+    @computed_field(description="The vendor model the configured API backend uses (None for other backends).")  # type: ignore[prop-decorator]
+    @property
+    def effective_api_model(self) -> str | None:
+        default = VENDOR_DEFAULTS.get(self.resolved_backend())
+        return None if default is None else self.api_model or default[0]
+
+    @computed_field(description="The vendor size the configured API backend asks for without width and height.")  # type: ignore[prop-decorator]
+    @property
+    def effective_api_size(self) -> str | None:
+        default = VENDOR_DEFAULTS.get(self.resolved_backend())
+        return None if default is None else self.api_size or default[1]
 
 
 class ServerConfig(_Section):

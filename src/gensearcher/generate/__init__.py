@@ -1,6 +1,7 @@
 """Image generation: the interface (`base`) and its backends, chosen by `GENSEARCHER_GENERATOR`.
 
-    diffusers   in-process pipelines (Qwen-Image, Qwen-Image-Edit-2509, any text-to-image)   diffusers_backend.py
+    diffusers   in-process pipelines, each with its model preset (presets.py): Qwen-Image,     diffusers_backend.py
+                Qwen-Image-Edit-2509, FLUX, SD-3.5, Z-Image, Lumina 2, LongCat, HunyuanImage-3.0, any other
     http        our generator server or the reference system's /generate servers            http_backend.py
     openai      the OpenAI Images API (generations, edits)                                  openai_images.py
     gemini      Gemini image generation (generateContent)                                   gemini.py
@@ -31,17 +32,16 @@ def build_generator(settings: Settings) -> Generator:
         return min(cap, config.max_references if config.max_references is not None else default)
 
     if backend == "diffusers":
-        from gensearcher.generate.diffusers_backend import (
-            EDIT_MAX_REFERENCES,
-            DiffusersGenerator,
-            PipelineSet,
-        )
+        from gensearcher.generate.diffusers_backend import DiffusersGenerator, PipelineSet
+        from gensearcher.generate.presets import Overrides
 
+        # Reads each model's pipeline class and checks its calls now: a bad setting stops before any work.
         pipelines = PipelineSet(model=config.model, edit_model=config.edit_model, device=config.device,
                                 dtype=config.dtype, cpu_offload=config.cpu_offload,
-                                attention_backend=config.attention_backend,
+                                attention_backend=config.attention_backend, overrides=Overrides.from_config(config),
+                                trust_remote_code=config.trust_remote_code,
                                 edit_condition_pixels=config.edit_condition_pixels, edit_vae_pixels=config.edit_vae_pixels)
-        return DiffusersGenerator(pipelines, max_references=limit(EDIT_MAX_REFERENCES))
+        return DiffusersGenerator(pipelines, max_references=limit(pipelines.max_references))
     if backend == "http":
         if not config.app_urls:
             raise ConfigError(f"{env_name('generator', 'app_urls')} (or QWEN_EDIT_APP_URL) is not set (the generator servers).")

@@ -13,7 +13,9 @@ import aiohttp
 
 from gensearcher._http import backoff, error_message, retry_after_seconds
 from gensearcher._redact import Redactor
+from gensearcher.config import VENDOR_DEFAULTS
 from gensearcher.errors import ConfigError, GenerationError
+from gensearcher.generate.base import DroppedReference, GenerationResult, as_png
 from gensearcher.images import sniff_image_type
 from gensearcher.web import Fetcher, FetchError
 
@@ -84,21 +86,22 @@ class ApiClient:
                     data = base64.b64decode(item[key], validate=True)
                 except ValueError:
                     raise GenerationError("the API sent invalid base64") from None
-                return _checked(data)
+                return checked_image(data)
         for key in url_keys:
             if item.get(key):
                 if self.fetcher is None:
                     raise GenerationError("the API answered with an image URL, and no fetcher is configured")
                 try:
-                    return _checked((await self.fetcher.fetch(str(item[key]))).body)
+                    return checked_image((await self.fetcher.fetch(str(item[key]))).body)
                 except FetchError as exc:
                     raise GenerationError(f"cannot download the generated image: {exc}") from None
         raise GenerationError("the API answer holds no image")
 
 
-def _checked(data: bytes) -> bytes:
+def checked_image(data: bytes, vendor: str = "the API") -> bytes:
+    """The bytes, when their signature is an image's."""
     if sniff_image_type(data) is None:
-        raise GenerationError("the API sent something that is not an image")
+        raise GenerationError(f"{vendor} sent something that is not an image")
     return data
 
 
@@ -124,17 +127,18 @@ def data_url_of(path: str) -> tuple[str, bytes, str]:
 
 class ApiGenerator:
     """What the vendor backends share: endpoint, model, reference cap, the client. Subclasses set `name`,
-    `DEFAULT_BASE`, `DEFAULT_MODEL`, and `auth_headers` when the vendor does not use a bearer token."""
+    `DEFAULT_BASE` (models and sizes default to config.VENDOR_DEFAULTS), and `auth_headers` when the vendor does not use a bearer token."""
 
     name = "api"
     DEFAULT_BASE = ""
-    DEFAULT_MODEL = ""
 
     def __init__(self, config: Any, *, max_references: int, fetcher: Fetcher | None = None):
         if config.api_key is None:
             raise ConfigError(f"GENSEARCHER_GENERATOR_API_KEY is not set (the {self.name} API key).")
+        default_model, default_size = VENDOR_DEFAULTS[self.name]
         self.base = (config.api_base_url or self.DEFAULT_BASE).rstrip("/")
-        self.model = config.api_model or self.DEFAULT_MODEL
+        self.model = config.api_model or default_model
+        self.size = config.api_size or default_size  # when the request sets no width and height
         self.max_references = max_references
         self.api = ApiClient(headers=self.auth_headers(config.api_key.get_secret_value()), timeout_s=config.timeout_s,
                              max_retries=config.max_retries, fetcher=fetcher)
@@ -145,3 +149,11 @@ class ApiGenerator:
 
     async def aclose(self) -> None:
         await self.api.aclose()
+
+    def result(self, data: bytes, *, kept: list[str], dropped: list[DroppedReference], parameters: dict[str, Any],
+               started: float) -> GenerationResult:
+        """The result of one vendor answer: the image as PNG (the delivered format recorded), what was sent."""
+        png, width, height, delivered = as_png(data)
+        return GenerationResult(image_png=png, width=width, height=height, backend=self.name, model=self.model,
+                                used_images=kept, dropped_references=dropped, parameters=parameters,
+                                source_format=delivered, seconds=time.monotonic() - started)

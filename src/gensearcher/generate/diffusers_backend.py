@@ -1,92 +1,154 @@
-"""In-process generation with diffusers: Qwen-Image (text only), Qwen-Image-Edit-2509 (with references),
-or any diffusers text-to-image pipeline (FLUX, SD3.5, Z-Image ...) by model id or folder.
+"""In-process generation: diffusers pipelines (Qwen-Image, Qwen-Image-Edit-2509, FLUX, SD-3.5, Z-Image,
+Lumina-Image 2.0, LongCat-Image, any other text-to-image or edit pipeline) and HunyuanImage-3.0 through
+transformers, each called with its preset's arguments (`presets.py`).
 
-`PipelineSet` loads each pipeline once, on first use, and runs one call at a time; the server's worker
-processes use the same class. `DiffusersGenerator` is the `Generator` on top of it.
+`PipelineSet` reads each model's pipeline class at construction, checks the planned call against the
+pipeline's signature (a parameter it does not take is a ConfigError naming the model and the parameter),
+loads each pipeline once on first use, and records exactly the arguments each call was given. The server's
+worker processes use the same class. `DiffusersGenerator` is the `Generator` on top of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gensearcher.errors import ConfigError, GenerationError
 from gensearcher.generate.base import GenerationRequest, GenerationResult, png_bytes, split_references
+from gensearcher.generate.presets import (
+    CallPreset,
+    ModelPreset,
+    Overrides,
+    call_arguments,
+    choose_preset,
+    pipeline_class_of,
+)
 
 logger = logging.getLogger(__name__)
 
 EDIT_MAX_REFERENCES = 3  # Qwen-Image-Edit-2509 is trained on one to three input images
+# diffusers reads the Qwen edit resize targets from module constants at call time; we set them only around
+# our own calls and hold this lock, so no other call in the process sees them.
+_EDIT_SIZES_LOCK = threading.Lock()
+
+
+@dataclass
+class Slot:
+    """One configured model: its pipeline class, preset and the call it gets."""
+
+    model: str
+    class_name: str
+    loader: str
+    preset: ModelPreset
+    role: str  # "text" or "edit"
+    call: CallPreset
+
+    @property
+    def passing(self) -> str:
+        return self.preset.references if self.role == "edit" else "none"
 
 
 class PipelineSet:
     """The text-to-image pipeline and (optionally) the edit pipeline of one device.
 
     Args:
-        model: text-to-image model id or folder.
-        edit_model: image-edit model for requests with references (None: references are dropped).
+        model: text-to-image model id or folder (an edit pipeline here serves requests with images only).
+        edit_model: model for requests with references (None: references are dropped, and recorded so).
         device, dtype, cpu_offload, attention_backend: how the pipelines run.
-        edit_condition_pixels, edit_vae_pixels: override the edit pipeline's input resize targets
-            (module constants in diffusers; smaller is faster and lighter).
+        overrides: configuration values replacing the presets' in every call.
+        trust_remote_code: allow HunyuanImage-3.0 (its checkpoint ships the model's Python code).
+        edit_condition_pixels, edit_vae_pixels: Qwen-Image-Edit-2509's input resize targets for this set's
+            calls (smaller is faster and lighter).
     """
 
     def __init__(self, *, model: str | None, edit_model: str | None, device: str = "cpu", dtype: str = "auto",
-                 cpu_offload: bool = False, attention_backend: str | None = None,
-                 edit_condition_pixels: int | None = None, edit_vae_pixels: int | None = None):
-        self.model = model
-        self.edit_model = edit_model
+                 cpu_offload: bool = False, attention_backend: str | None = None, overrides: Overrides | None = None,
+                 trust_remote_code: bool = False, edit_condition_pixels: int | None = None,
+                 edit_vae_pixels: int | None = None):
         self.device = device
         self.dtype = dtype
         self.cpu_offload = cpu_offload
         self.attention_backend = attention_backend
-        self.edit_condition_pixels = edit_condition_pixels
-        self.edit_vae_pixels = edit_vae_pixels
+        self.overrides = overrides or Overrides()
+        self.trust_remote_code = trust_remote_code
+        self.edit_sizes = {"CONDITION_IMAGE_SIZE": edit_condition_pixels, "VAE_IMAGE_SIZE": edit_vae_pixels}
+        self.slots: dict[str, Slot] = {}
+        for name, wanted in ((model, "text"), (edit_model, "edit")):
+            if name is not None:
+                self._add_slot(name, wanted)
         self._pipelines: dict[str, Any] = {}
 
-    def preload(self) -> dict[str, bool]:
-        """Load every configured pipeline now; returns which kinds of request this set can serve.
+    @property
+    def model(self) -> str | None:
+        return self.slots["text"].model if "text" in self.slots else None
 
-        A `model` that is itself an edit pipeline (e.g. `serve --model Qwen/Qwen-Image-Edit-2509`) serves
-        requests with images only.
-        """
-        if self.model is not None:
-            pipe = self.pipeline(edit=False)
-            if "Edit" in type(pipe).__name__:
-                self._pipelines["edit"] = pipe
-                del self._pipelines["text"]
-                self.edit_model, self.model = self.edit_model or self.model, None
-        if self.edit_model is not None:
-            self.pipeline(edit=True)
-        return {"text": "text" in self._pipelines, "edit": "edit" in self._pipelines}
+    @property
+    def edit_model(self) -> str | None:
+        return self.slots["edit"].model if "edit" in self.slots else None
+
+    @property
+    def max_references(self) -> int:
+        return self.slots["edit"].preset.max_references if "edit" in self.slots else 0
+
+    def _add_slot(self, name: str, wanted: str) -> None:
+        class_name, loader = pipeline_class_of(name)
+        preset, role = choose_preset(name, class_name)
+        if wanted == "edit" and role == "text":
+            raise ConfigError(f"the edit model {name} is a text-to-image pipeline ({class_name}): it takes no references")
+        if role in self.slots and self.slots[role].model == name:
+            return  # `serve --model X --edit-model X`
+        if role in self.slots:
+            raise ConfigError(f"{name} and {self.slots[role].model} are both {role} pipelines")
+        if loader == "transformers" and not self.trust_remote_code:
+            raise ConfigError(f"{name} ({class_name}) runs its checkpoint's own code: set "
+                              "GENSEARCHER_GENERATOR_TRUST_REMOTE_CODE=true if you trust it")
+        call = preset.edit if role == "edit" else preset.text
+        assert call is not None  # every preset role has its call
+        slot = Slot(model=name, class_name=class_name, loader=loader, preset=preset, role=role, call=call)
+        if any(self.edit_sizes.values()) and role == "edit" and class_name != "QwenImageEditPlusPipeline":
+            raise ConfigError(f"generator.edit_condition_pixels / edit_vae_pixels apply to QwenImageEditPlusPipeline, "
+                              f"not {class_name} ({name})")
+        if loader == "diffusers":
+            _check_call(slot, _diffusers_signature(slot), call_arguments(call, loader, name, self.overrides))
+        else:
+            call_arguments(call, loader, name, self.overrides)  # the mapping's own checks, before any load
+        self.slots[role] = slot
+
+    def preload(self) -> dict[str, bool]:
+        """Load every configured pipeline now; returns which kinds of request this set can serve."""
+        for role in self.slots:
+            self._pipeline(role)
+        return {"text": "text" in self.slots, "edit": "edit" in self.slots}
 
     def pipeline(self, edit: bool) -> Any:
-        key = "edit" if edit else "text"
-        if key not in self._pipelines:
-            name = self.edit_model if edit else self.model
-            if name is None:
-                kind = "an edit model for requests with reference images" if edit else "a text-to-image model"
-                raise GenerationError(f"no {kind} is configured")
-            self._pipelines[key] = self._load(name, edit)
-        return self._pipelines[key]
+        return self._pipeline("edit" if edit else "text")
 
-    def _load(self, name: str, edit: bool) -> Any:
-        try:
-            from diffusers import DiffusionPipeline
-        except ImportError:
-            raise ConfigError("the diffusers generator needs torch and diffusers: pip install 'gensearcher[generate]'") from None
+    def _pipeline(self, role: str) -> Any:
+        if role not in self.slots:
+            kind = "an edit model for requests with reference images" if role == "edit" else "a text-to-image model"
+            raise GenerationError(f"no {kind} is configured")
+        if role not in self._pipelines:
+            slot = self.slots[role]
+            self._pipelines[role] = self._load_transformers(slot) if slot.loader == "transformers" else self._load(slot)
+        return self._pipelines[role]
+
+    def _load(self, slot: Slot) -> Any:
+        import diffusers
+
         dtype = _torch_dtype(self.dtype, self.device)
         started = time.monotonic()
         try:
-            pipe = DiffusionPipeline.from_pretrained(name, dtype=dtype)
+            pipe = diffusers.DiffusionPipeline.from_pretrained(slot.model, dtype=dtype)
         except (OSError, ValueError, TypeError, ImportError, AttributeError) as exc:
-            if not edit:
-                raise ConfigError(f"cannot load the diffusers model {name!r}: {exc}") from None
-            pipe = _load_edit_without_video_processor(name, dtype, exc)
-        if edit:
-            self._apply_edit_sizes()
+            pipe = _load_without_video_processor(slot.model, dtype, exc)
         if self.cpu_offload:
             pipe.enable_model_cpu_offload(device=self.device)
         else:
@@ -94,41 +156,119 @@ class PipelineSet:
         if self.attention_backend and hasattr(pipe, "transformer"):
             pipe.transformer.set_attention_backend(self.attention_backend)
         pipe.set_progress_bar_config(disable=True)
-        logger.info("loaded %s on %s in %.1f s", name, self.device, time.monotonic() - started)
+        logger.info("loaded %s (%s) on %s in %.1f s", slot.model, slot.preset.family, self.device,
+                    time.monotonic() - started)
         return pipe
 
-    def _apply_edit_sizes(self) -> None:
-        import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus as edit_plus
+    def _load_transformers(self, slot: Slot) -> Any:
+        """HunyuanImage-3.0 as its model card runs it: AutoModelForCausalLM with the checkpoint's code,
+        spread over the visible GPUs, then `load_tokenizer` and `generate_image`."""
+        from transformers import AutoModelForCausalLM
 
-        if self.edit_condition_pixels:
-            edit_plus.CONDITION_IMAGE_SIZE = self.edit_condition_pixels
-        if self.edit_vae_pixels:
-            edit_plus.VAE_IMAGE_SIZE = self.edit_vae_pixels
+        placement = {"device_map": "auto"} if self.device.startswith("cuda") else {}
+        try:
+            model = AutoModelForCausalLM.from_pretrained(slot.model, trust_remote_code=True, attn_implementation="sdpa",
+                                                         dtype=_torch_dtype(self.dtype, self.device), **placement)
+            model.load_tokenizer(slot.model)
+        except (OSError, ValueError, TypeError, ImportError, AttributeError) as exc:
+            raise ConfigError(f"cannot load the transformers model {slot.model!r}: {exc}") from None
+        method = getattr(model, "generate_image", None)
+        if method is None:
+            raise ConfigError(f"{slot.model} ({slot.class_name}) has no generate_image method")
+        _check_call(slot, inspect.signature(method).parameters,
+                    call_arguments(slot.call, slot.loader, slot.model, self.overrides))
+        return model
 
     def run(self, prompt: str, images: list[Any], params: dict[str, Any]) -> Any:
         """One image (PIL). Blocking: call it from a worker thread or process."""
+        return self.generate(prompt, images, params)[0]
+
+    def generate(self, prompt: str, images: list[Any], params: dict[str, Any],
+                 image_names: list[str] | None = None) -> tuple[Any, dict[str, Any]]:
+        """One image (PIL) and the arguments the pipeline was called with (images as `image_names`, the
+        generator as its seed). `params` holds request values by our field names plus `seed`; None (or a
+        missing key) means the preset's or the configuration's value. Blocking."""
         import torch
 
-        pipe = self.pipeline(edit=bool(images))
-        accepted = inspect.signature(pipe.__call__).parameters
-        kwargs: dict[str, Any] = {
-            "prompt": prompt,
-            "num_inference_steps": params["steps"],
-            "generator": torch.Generator(device="cpu").manual_seed(params["seed"]),
-        }
-        if images:
-            kwargs["image"] = images
-        optional = {"negative_prompt": params.get("negative_prompt"), "height": params.get("height"),
-                    "width": params.get("width"), "true_cfg_scale": params.get("true_cfg_scale"),
-                    "guidance_scale": params.get("guidance_scale")}
-        if "true_cfg_scale" not in accepted and optional["guidance_scale"] is None:
-            optional["guidance_scale"] = params.get("true_cfg_scale")  # FLUX, SD3: one guidance knob
-        if not getattr(getattr(pipe, "transformer", None), "config", {}).get("guidance_embeds", True):
-            optional["guidance_scale"] = None  # not guidance-distilled: the pipeline would ignore it (with a warning)
-        kwargs.update({key: value for key, value in optional.items() if value is not None and key in accepted})
-        with torch.inference_mode():
-            output = pipe(**kwargs)
-        return output.images[0]
+        role = "edit" if images else "text"
+        if role not in self.slots:
+            raise GenerationError("no edit model is configured" if images else "no text-to-image model is configured")
+        slot = self.slots[role]
+        try:
+            arguments, suffix, sources = call_arguments(slot.call, slot.loader, slot.model, self.overrides, params)
+        except ConfigError as exc:  # the request asked for it, so the item fails, not the run
+            raise GenerationError(str(exc)) from None
+        pipe = self._pipeline(role)
+        seed = int(params.get("seed") or 0)
+        kwargs: dict[str, Any] = {"prompt": prompt + suffix, **arguments}
+        record: dict[str, Any] = {"prompt": prompt + suffix, **arguments}
+        names = image_names or [f"reference {index + 1}" for index in range(len(images))]
+        if slot.passing == "first" or (slot.passing == "auto" and len(images) == 1):
+            kwargs["image"], record["image"] = images[0], names[0]
+        elif images:
+            kwargs["image"], record["image"] = list(images), list(names)
+        if slot.loader == "transformers":
+            kwargs["seed"] = record["seed"] = seed
+            accepted = inspect.signature(pipe.generate_image).parameters
+        else:
+            kwargs["generator"] = torch.Generator(device="cpu").manual_seed(seed)
+            record["generator"] = {"device": "cpu", "manual_seed": seed}
+            accepted = _diffusers_signature(slot)
+        _check_call(slot, accepted, (kwargs, suffix, {**sources, "image": "the request", "seed": "the request"}),
+                    error=GenerationError)
+        with torch.inference_mode(), self._edit_sizes(slot):
+            if slot.loader == "transformers":
+                return pipe.generate_image(**kwargs), record
+            return pipe(**kwargs).images[0], record
+
+    @contextlib.contextmanager
+    def _edit_sizes(self, slot: Slot) -> Iterator[None]:
+        if slot.class_name != "QwenImageEditPlusPipeline":
+            yield
+            return
+        import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus as module
+
+        with _EDIT_SIZES_LOCK:
+            saved = {name: getattr(module, name) for name in self.edit_sizes}
+            try:
+                for name, value in self.edit_sizes.items():
+                    if value:
+                        setattr(module, name, value)
+                yield
+            finally:
+                for name, value in saved.items():
+                    setattr(module, name, value)
+
+    def settings(self, role: str) -> dict[str, Any]:
+        """What shapes a call besides its arguments (recorded with the result)."""
+        slot = self.slots[role]
+        out: dict[str, Any] = {"pipeline": slot.class_name, "preset": slot.preset.family}
+        if slot.class_name == "QwenImageEditPlusPipeline":
+            out.update({name.lower(): value for name, value in self.edit_sizes.items() if value})
+        return out
+
+
+def _diffusers_signature(slot: Slot) -> Any:
+    import diffusers
+
+    cls = getattr(diffusers, slot.class_name, None)
+    if cls is None:
+        raise ConfigError(f"{slot.model}: diffusers {diffusers.__version__} has no pipeline class {slot.class_name}")
+    return inspect.signature(cls.__call__).parameters
+
+
+def _check_call(slot: Slot, accepted: Any, planned: tuple[dict[str, Any], str, dict[str, str]],
+                error: type[Exception] = ConfigError) -> None:
+    """Every planned argument must be a parameter of the call (a **kwargs catch-all takes any)."""
+    arguments, _, sources = planned
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return
+    needed = ["prompt", *arguments] + (["image"] if slot.role == "edit" else [])
+    for name in needed:
+        if name not in accepted:
+            origin = sources.get(name, "the pipeline call")
+            raise error(f"{slot.model} ({slot.class_name}) does not take {name!r} (set by {origin}, "
+                        f"{slot.preset.family} preset)")
 
 
 def _torch_dtype(name: str, device: str) -> Any:
@@ -156,17 +296,27 @@ def image_only_processor_class() -> Any:
     return Qwen2VLImageOnlyProcessor
 
 
-def _load_edit_without_video_processor(name: str, dtype: Any, first_error: Exception) -> Any:
-    from diffusers import QwenImageEditPlusPipeline
+def _load_without_video_processor(name: str, dtype: Any, first_error: Exception) -> Any:
+    """Load again with every Qwen2-VL processor of the pipeline (Qwen edit, LongCat) as the image-only one:
+    without torchvision the stock processor cannot load. Anything else is the first error, explained."""
+    import diffusers
 
+    from gensearcher.generate.presets import read_model_index
+
+    index = read_model_index(name) or {}
+    parts = [key for key, value in index.items()
+             if isinstance(value, list) and len(value) == 2 and value[1] in ("Qwen2VLProcessor", "Qwen2_5_VLProcessor")]
+    if not parts:
+        raise ConfigError(f"cannot load the diffusers model {name!r}: {first_error}") from None
     try:
         local = Path(name)
-        source = str(local / "processor") if local.is_dir() else name
-        extra = {} if local.is_dir() else {"subfolder": "processor"}
-        processor = image_only_processor_class().from_pretrained(source, **extra)
-        return QwenImageEditPlusPipeline.from_pretrained(name, dtype=dtype, processor=processor)
+        loaded = {}
+        for part in parts:
+            source, extra = (str(local / part), {}) if local.is_dir() else (name, {"subfolder": part})
+            loaded[part] = image_only_processor_class().from_pretrained(source, **extra)
+        return diffusers.DiffusionPipeline.from_pretrained(name, dtype=dtype, **loaded)
     except (OSError, ValueError, TypeError, ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load the edit model {name!r}: {first_error}; then: {exc}") from None
+        raise ConfigError(f"cannot load the diffusers model {name!r}: {first_error}; then: {exc}") from None
 
 
 class DiffusersGenerator:
@@ -174,9 +324,13 @@ class DiffusersGenerator:
 
     name = "diffusers"
 
-    def __init__(self, pipelines: PipelineSet, *, max_references: int = EDIT_MAX_REFERENCES):
+    def __init__(self, pipelines: PipelineSet, *, max_references: int | None = None):
         self.pipelines = pipelines
-        self.max_references = max_references if pipelines.edit_model else 0
+        limit = pipelines.max_references if max_references is None else max_references
+        if "edit" in pipelines.slots and pipelines.slots["edit"].passing == "first" and limit > 1:
+            raise ConfigError(f"{pipelines.edit_model} takes one reference image (the first); "
+                              f"generator.max_references={limit} is more")
+        self.max_references = limit if pipelines.edit_model else 0
         self._lock = asyncio.Lock()
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
@@ -184,19 +338,20 @@ class DiffusersGenerator:
 
         kept, dropped = split_references(request, self.max_references)
         images = load_references(kept)
-        params = request.resolved(with_references=bool(images))
         started = time.monotonic()
         async with self._lock:  # one pipeline, one call at a time
             try:
-                image = await asyncio.to_thread(self.pipelines.run, request.prompt, images, params)
+                image, record = await asyncio.to_thread(self.pipelines.generate, request.prompt, images,
+                                                        request.explicit(), kept)
             except (GenerationError, ConfigError):
                 raise
             except Exception as exc:
-                raise GenerationError(f"the diffusers pipeline failed: {type(exc).__name__}: {exc}") from exc
+                raise GenerationError(f"the pipeline failed: {type(exc).__name__}: {exc}") from exc
         data, width, height = png_bytes(image)
-        model = self.pipelines.edit_model if images else self.pipelines.model
-        return GenerationResult(image_png=data, width=width, height=height, backend=self.name, model=model,
-                                used_images=kept, dropped_references=dropped, parameters=params,
+        role = "edit" if images else "text"
+        return GenerationResult(image_png=data, width=width, height=height, backend=self.name,
+                                model=self.pipelines.slots[role].model, used_images=kept, dropped_references=dropped,
+                                parameters=record, pipeline_settings=self.pipelines.settings(role),
                                 seconds=time.monotonic() - started)
 
     async def aclose(self) -> None:

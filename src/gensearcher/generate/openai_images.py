@@ -1,5 +1,11 @@
 """The OpenAI Images API: `/images/generations` (JSON) and `/images/edits` (multipart, one `image[]` part
-per reference), as the official SDK sends them. Model configurable (gpt-image-1.5 by default)."""
+per reference), as the official SDK sends them.
+
+Defaults are the reference system's: model `gpt-image-1`, size 1024x1024, `moderation: low` on generations
+(the only endpoint that takes it). The OpenAI SDK's docstrings say gpt-image-1 was shut down on 2026-10-23;
+set `generator.api_model` (e.g. gpt-image-1.5) to use a current model. The image comes back as PNG
+(`output_format` png is asked for explicitly).
+"""
 
 from __future__ import annotations
 
@@ -9,20 +15,20 @@ from typing import Any
 import aiohttp
 
 from gensearcher.generate._api import ApiGenerator, data_url_of
-from gensearcher.generate.base import GenerationRequest, GenerationResult, image_info, split_references
+from gensearcher.generate.base import GenerationRequest, GenerationResult, split_references
 
 DEFAULT_BASE = "https://api.openai.com/v1"
-DEFAULT_MODEL = "gpt-image-1.5"
 
 
 class OpenAIImagesGenerator(ApiGenerator):
     name = "openai"
     DEFAULT_BASE = DEFAULT_BASE
-    DEFAULT_MODEL = DEFAULT_MODEL
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         kept, dropped = split_references(request, self.max_references)
-        size = f"{request.width}x{request.height}" if request.width and request.height else "auto"
+        size = f"{request.width}x{request.height}" if request.width and request.height else (self.size or "auto")
+        fields: dict[str, Any] = {"model": self.model, "prompt": request.prompt, "n": 1, "size": size,
+                                  "output_format": "png"}
         started = time.monotonic()
         if kept:
             files = [data_url_of(path) for path in kept]
@@ -31,16 +37,15 @@ class OpenAIImagesGenerator(ApiGenerator):
                 data = aiohttp.FormData()
                 for index, (_, raw, mime) in enumerate(files):
                     data.add_field("image[]", raw, filename=f"reference{index}.{mime.split('/')[1]}", content_type=mime)
-                for key, value in (("prompt", request.prompt), ("model", self.model), ("n", "1"), ("size", size)):
-                    data.add_field(key, value)
+                for key, value in fields.items():
+                    data.add_field(key, str(value))
                 return data
 
             answer = await self.api.post(f"{self.base}/images/edits", form=form)
         else:
-            body: dict[str, Any] = {"model": self.model, "prompt": request.prompt, "n": 1, "size": size}
-            answer = await self.api.post(f"{self.base}/images/generations", json_body=body)
+            if self.model.startswith("gpt-image"):
+                fields["moderation"] = "low"
+            answer = await self.api.post(f"{self.base}/images/generations", json_body=fields)
         data = await self.api.image_from((answer.get("data") or [{}])[0])
-        width, height = image_info(data)
-        return GenerationResult(image_png=data, width=width, height=height, backend=self.name, model=self.model,
-                                used_images=kept, dropped_references=dropped,
-                                parameters={"size": size, "model": self.model}, seconds=time.monotonic() - started)
+        parameters = {key: value for key, value in fields.items() if key != "prompt"}
+        return self.result(data, kept=kept, dropped=dropped, parameters=parameters, started=started)

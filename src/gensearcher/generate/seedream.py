@@ -1,5 +1,9 @@
 """Seedream 4.x through the Volcengine Ark images API: one endpoint for text-to-image and for references
-(`image`: a list of data URLs). Images come back inline (b64_json), so nothing is downloaded."""
+(`image`: a list of data URLs). Images come back inline (b64_json), so nothing is downloaded.
+
+Defaults are the reference system's: model `doubao-seedream-4-5-251128`, size `2K`. Ark answers with JPEG;
+the result holds it re-encoded as PNG and records `source_format: jpeg`.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,18 @@ import time
 from typing import Any
 
 from gensearcher.generate._api import ApiGenerator, data_url_of
-from gensearcher.generate.base import GenerationRequest, GenerationResult, image_info, split_references
+from gensearcher.generate.base import GenerationRequest, GenerationResult, split_references
 
 DEFAULT_BASE = "https://ark.cn-beijing.volces.com/api/v3"
-DEFAULT_MODEL = "doubao-seedream-4-5-251128"
 
 
 class SeedreamGenerator(ApiGenerator):
     name = "seedream"
     DEFAULT_BASE = DEFAULT_BASE
-    DEFAULT_MODEL = DEFAULT_MODEL
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         kept, dropped = split_references(request, self.max_references)
-        size = f"{request.width}x{request.height}" if request.width and request.height else "2K"
+        size = f"{request.width}x{request.height}" if request.width and request.height else (self.size or "2K")
         body: dict[str, Any] = {"model": self.model, "prompt": request.prompt, "size": size,
                                 "response_format": "b64_json", "watermark": False,
                                 "sequential_image_generation": "disabled", "seed": request.seed}
@@ -29,8 +31,5 @@ class SeedreamGenerator(ApiGenerator):
         started = time.monotonic()
         answer = await self.api.post(f"{self.base}/images/generations", json_body=body)
         data = await self.api.image_from((answer.get("data") or [{}])[0])
-        width, height = image_info(data)
-        return GenerationResult(image_png=data, width=width, height=height, backend=self.name, model=self.model,
-                                used_images=kept, dropped_references=dropped,
-                                parameters={"size": size, "model": self.model, "seed": request.seed},
-                                seconds=time.monotonic() - started)
+        parameters = {key: value for key, value in body.items() if key not in ("prompt", "image")}
+        return self.result(data, kept=kept, dropped=dropped, parameters=parameters, started=started)
