@@ -229,7 +229,7 @@ class GeneratorConfig(_Section):
     )
     model: str = Field("Qwen/Qwen-Image", description="diffusers: text-to-image model id or folder.")
     edit_model: str | None = Field(
-        "Qwen/Qwen-Image-Edit-2509", description="diffusers: model for requests with reference images."
+        "Qwen/Qwen-Image-Edit-2509", description="diffusers: model for requests with reference images ('' for none)."
     )
     device: str = Field("cpu", description="diffusers: torch device.")
     dtype: str = Field("auto", description="diffusers: 'auto' (bfloat16 on GPU, float32 on CPU) or a torch dtype.")
@@ -292,6 +292,11 @@ class GeneratorConfig(_Section):
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("edit_model", mode="before")
+    @classmethod
+    def _no_edit_model(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     def resolved_backend(self) -> str:
         return self.backend or ("http" if self.app_urls else "diffusers")

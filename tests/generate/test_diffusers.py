@@ -29,8 +29,10 @@ async def test_text_only_uses_the_text_model_and_its_defaults(generator, tiny_te
     image = Image.open(io.BytesIO(result.image_png))
     assert image.size == (64, 64) and image.mode == "RGB"
     assert result.model == str(tiny_text_model) and result.used_images == []
-    assert result.parameters["steps"] == 2 and result.parameters["true_cfg_scale"] == 4.0
-    assert result.parameters["guidance_scale"] is None
+    assert result.parameters == {"prompt": "a red bicycle, Ultra HD, 4K, cinematic composition.",
+                                 "num_inference_steps": 2, "width": 64, "height": 64, "true_cfg_scale": 4.0,
+                                 "negative_prompt": " ", "generator": {"device": "cpu", "manual_seed": 0}}
+    assert result.pipeline_settings == {"pipeline": "QwenImagePipeline", "preset": "qwen-image"}
     assert GenerationRequest(prompt="x").resolved(with_references=False)["steps"] == 50
 
 
@@ -41,7 +43,14 @@ async def test_references_use_the_edit_model_and_extra_ones_are_dropped(generato
     assert result.model == str(tiny_edit_model) and result.used_images == refs[:3]
     assert [d.index for d in result.dropped_references] == [3, 4]
     assert "at most 3" in result.dropped_references[0].reason
-    assert result.parameters["guidance_scale"] == 1.0
+    assert result.parameters == {"prompt": "the cyclist", "num_inference_steps": 2, "width": 64, "height": 64,
+                                 "true_cfg_scale": 4.0, "guidance_scale": 1.0, "negative_prompt": " ",
+                                 "image": refs[:3], "generator": {"device": "cpu", "manual_seed": 0}}
+    assert result.pipeline_settings == {"pipeline": "QwenImageEditPlusPipeline", "preset": "qwen-image-edit-plus",
+                                        "condition_image_size": 4096, "vae_image_size": 4096}
+    import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus as module
+
+    assert (module.CONDITION_IMAGE_SIZE, module.VAE_IMAGE_SIZE) == (384 * 384, 1024 * 1024)  # only during the call
     assert GenerationRequest(prompt="x").resolved(with_references=True)["steps"] == 40
 
 
@@ -58,11 +67,8 @@ async def test_missing_reference_is_an_error(generator, tmp_path):
 
 
 def test_unknown_model_is_a_config_error(tmp_path):
-    import asyncio
-
     from gensearcher.errors import ConfigError
 
     settings = load_settings({"generator": {"model": str(tmp_path / "nothing"), "edit_model": None}})
-    generator = build_generator(settings)
     with pytest.raises(ConfigError, match="cannot load the diffusers model"):
-        asyncio.run(generator.generate(GenerationRequest(prompt="x", steps=1)))
+        build_generator(settings)  # at startup: the pipeline class is read before any work

@@ -124,9 +124,10 @@ def _read_json(model: str, filename: str) -> dict[str, Any] | None:
         return None
     else:
         try:
-            from huggingface_hub import hf_hub_download
+            from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-            path = Path(hf_hub_download(model, filename))
+            cached = try_to_load_from_cache(model, filename)
+            path = Path(cached) if isinstance(cached, str) else Path(hf_hub_download(model, filename))
         except Exception:  # not found, offline, gated: the caller tries the next file or explains
             return None
     try:

@@ -4,7 +4,9 @@ OpenAI Images (`/v1/images/generations`, multipart `/v1/images/edits`), Gemini `
 
 Each answers with a solid-colour PNG whose size follows the request, checks its vendor's auth header
 (key "test-key"), and records every request. Prompts select failures: "moderate" (the vendor's
-moderation error), "ratelimit" (one 429, then success), "boom" (500), "blocked" (Gemini: 200 with no image).
+moderation error), "ratelimit" (one 429, then success), "boom" (500), "blocked" (Gemini: 200 with no image),
+"notimage" (Gemini: an inline part that is not an image), "jpeg" (Gemini: a JPEG part). Ark answers with JPEG,
+as the real service does.
 """
 
 import base64
@@ -17,11 +19,11 @@ from gensearcher.testing.threaded_server import ThreadedUvicorn
 KEY = "test-key"
 
 
-def _png(width: int, height: int, color: tuple[int, int, int] = (30, 160, 90)) -> str:
+def _png(width: int, height: int, color: tuple[int, int, int] = (30, 160, 90), kind: str = "PNG") -> str:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
+    Image.new("RGB", (width, height), color).save(buffer, format=kind)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -120,8 +122,13 @@ class ImageApis:
                                     status_code=429)
             if prompt == "blocked":
                 return {"candidates": [{"content": {"role": "model", "parts": []}, "finishReason": "IMAGE_SAFETY"}]}
+            data, mime = _png(48, 64), "image/png"
+            if prompt == "notimage":
+                data = base64.b64encode(b"<html>quota exceeded</html>").decode("ascii")
+            elif prompt == "jpeg":
+                data, mime = _png(48, 64, kind="JPEG"), "image/jpeg"
             return {"candidates": [{"content": {"role": "model", "parts": [
-                {"text": "Here is your image."}, {"inlineData": {"mimeType": "image/png", "data": _png(48, 64)}}]},
+                {"text": "Here is your image."}, {"inlineData": {"mimeType": mime, "data": data}}]},
                 "finishReason": "STOP", "index": 0}], "modelVersion": model_action.split(":")[0]}
 
         @app.post("/api/v3/images/generations")
@@ -145,7 +152,7 @@ class ImageApis:
                 return JSONResponse({"error": {"code": "InvalidParameter", "message": "too many images", "param": "image",
                                                "type": "BadRequest"}}, status_code=400)
             width, height = _size(body.get("size"), (96, 96))
-            item = {"b64_json": _png(width, height, (10, 10, 250)), "size": f"{width}x{height}"}
+            item = {"b64_json": _png(width, height, (10, 10, 250), kind="JPEG"), "size": f"{width}x{height}"}
             return {"model": body.get("model"), "created": 1, "data": [item],
                     "usage": {"generated_images": 1, "output_tokens": 1, "total_tokens": 1}}
 
