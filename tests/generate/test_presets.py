@@ -166,7 +166,7 @@ def test_qwen_image_text_preset_is_the_reference_baseline(tiny_text_model):
 
 
 async def test_settings_override_the_preset(tiny, tiny_text_model):
-    result, call = await generate_spied(
+    _, call = await generate_spied(
         {"generator": {"model": str(tiny("flux", "FLUX.1-dev")), "edit_model": "", "guidance_scale": 2.5,
                        "true_cfg_scale": 1.5, "negative_prompt": "blurry", "prompt_suffix": ", matte"}},
         GenerationRequest(prompt="p", steps=1, width=32, height=32))

@@ -123,12 +123,13 @@ def _read_json(model: str, filename: str) -> dict[str, Any] | None:
     elif local.exists() or model.count("/") != 1:
         return None
     else:
-        try:
-            from huggingface_hub import hf_hub_download, try_to_load_from_cache
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+        from huggingface_hub.errors import EntryNotFoundError
 
+        try:
             cached = try_to_load_from_cache(model, filename)
             path = Path(cached) if isinstance(cached, str) else Path(hf_hub_download(model, filename))
-        except Exception:  # not found, offline, gated: the caller tries the next file or explains
+        except (OSError, ValueError, EntryNotFoundError):  # not found, offline, gated: try the next file or explain
             return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -276,7 +276,12 @@ def save_tiny_flux2_klein(folder: Path, *, seed: int = 0) -> Path:
     """A tiny Flux2KleinPipeline (FLUX.2-klein layout: a Qwen3 causal LM whose layers 9, 18 and 27 feed the
     transformer, so it keeps 28 layers of width 16; the patchifying Flux2 VAE)."""
     import torch
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
 
     torch.manual_seed(seed)
     tokenizer = _tokenizer(512, chat=True)
