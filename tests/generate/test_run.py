@@ -22,6 +22,7 @@ def test_run_writes_image_trajectory_and_run_json(tmp_path, tiny_text_model, tin
     script = {PROMPT: [call("image_search", query="podium"), answer("The podium of the first reference image.", "IMG_001")]}
     with ScriptedPolicyServer(script) as server:
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+               **{key: os.environ[key] for key in ("PYTHONPATH",) if key in os.environ},  # a worktree's sources
                "GENSEARCHER_POLICY_BASE_URL": server.base_url, "GENSEARCHER_POLICY_MODEL": "m",
                "GENSEARCHER_SEARCH_BACKEND": "local", "GENSEARCHER_SEARCH_LOCAL_CORPUS": str(corpus),
                "GENSEARCHER_GENERATOR_MODEL": str(tiny_text_model), "GENSEARCHER_GENERATOR_EDIT_MODEL": str(tiny_edit_model),
