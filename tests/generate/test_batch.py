@@ -56,9 +56,9 @@ def test_generate_grounded_records_failures_and_resumes(tmp_path, tiny_text_mode
     assert one["used_images"] == [str(tmp_path / "research" / "images" / "a.png"), str(tmp_path / "research" / "images" / "b.png")]
     assert one["gt_image"] == str(tmp_path / "research" / "gt" / "1.png") and one["meta"] == {"category": "sports"}
     with Image.open(one["output_path"]) as image:
-        assert image.size == (64, 64) and one["parameters"]["steps"] == 2
+        assert image.size == (64, 64) and one["parameters"]["num_inference_steps"] == 2
     assert one["parameters"]["guidance_scale"] == 1.0  # the edit defaults, with references
-    assert by_id["two"]["success"] and by_id["two"]["used_images"] == [] and by_id["two"]["parameters"]["guidance_scale"] is None
+    assert by_id["two"]["success"] and by_id["two"]["used_images"] == [] and "guidance_scale" not in by_id["two"]["parameters"]
     assert not by_id[3]["success"] and "no grounded prompt" in by_id[3]["error"]
     assert not by_id[4]["success"] and "IMG_009 'images/gone.png' not found relative to" in by_id[4]["error"]  # never a silent text-only fall-back
     again = gensearcher("generate", "--input", str(source), "--out", "images", "--resume", cwd=tmp_path,
