@@ -342,10 +342,17 @@ def create_app(server: ImageServer, *, token: str | None = None) -> Any:
         server.check_text(body.prompt, body.negative_prompt)
         server.check_size(body.width, body.height)
         images = await server.decode_images(list(body.image_urls or []))
-        # The reference body always carries guidance_scale=1.0; it only means something to the edit model.
-        params = {"seed": body.seed, "steps": body.num_inference_steps, "true_cfg_scale": body.true_cfg_scale,
-                  "guidance_scale": body.guidance_scale if images else None, "negative_prompt": body.negative_prompt,
-                  "width": body.width, "height": body.height}
+        # Only what the client set overrides the served model's preset (None = the preset's value), so a
+        # served FLUX or Z-Image never gets Qwen's true CFG from a default. The reference client always
+        # sends guidance_scale=1.0; it only means something to the edit model.
+        given = body.model_fields_set
+
+        def chosen(name: str) -> Any:
+            return getattr(body, name) if name in given else None
+
+        params = {"seed": body.seed, "steps": chosen("num_inference_steps"), "true_cfg_scale": chosen("true_cfg_scale"),
+                  "guidance_scale": chosen("guidance_scale") if images else None,
+                  "negative_prompt": chosen("negative_prompt"), "width": body.width, "height": body.height}
         data, _, _, seconds = await server.run(body.prompt, images, params)
         server.status["200"] += 1
         response.headers["x-pipeline-seconds"] = f"{seconds:.4f}"  # the worker's own time, for clients and benchmarks
@@ -358,7 +365,7 @@ def create_app(server: ImageServer, *, token: str | None = None) -> Any:
         server.check_text(body.prompt)
         width, height = parse_size(body.size)
         server.check_size(width, height)
-        params = _openai_params(body.seed, width, height, with_images=False)
+        params = _openai_params(body.seed, width, height)
         data, _, _, _ = await server.run(body.prompt, [], params)
         return await _openai_response(server, data, body.response_format, request)
 
@@ -377,7 +384,7 @@ def create_app(server: ImageServer, *, token: str | None = None) -> Any:
             size, response_format, seed = _text(form, "size"), _text(form, "response_format"), _text(form, "seed")
         width, height = parse_size(size or "auto")
         server.check_size(width, height)
-        params = _openai_params(parse_seed(seed), width, height, with_images=True)
+        params = _openai_params(parse_seed(seed), width, height)
         images = await server.decode_images(raw)
         data, _, _, _ = await server.run(prompt, images, params)
         return await _openai_response(server, data, response_format or "b64_json", request)
@@ -405,10 +412,10 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _openai_params(seed: int | None, width: int | None, height: int | None, *, with_images: bool) -> dict[str, Any]:
-    from gensearcher.generate.base import GenerationRequest
-
-    return GenerationRequest(prompt="-", seed=seed or 0, width=width, height=height).resolved(with_references=with_images)
+def _openai_params(seed: int | None, width: int | None, height: int | None) -> dict[str, Any]:
+    """The OpenAI routes set seed and size only: the rest is the served model's preset (None)."""
+    return {"seed": seed or 0, "steps": None, "true_cfg_scale": None, "guidance_scale": None, "negative_prompt": None,
+            "width": width, "height": height}
 
 
 async def _openai_response(server: ImageServer, data: bytes, response_format: str | None, request: Any) -> dict[str, Any]:
