@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
-from gensearcher.config import Settings, env_name
+from typing import Any
+
+from gensearcher.config import GeneratorConfig, Settings, env_name
 from gensearcher.errors import ConfigError
 from gensearcher.generate.base import (
     DroppedReference,
@@ -19,7 +21,18 @@ from gensearcher.generate.base import (
     Generator,
 )
 
-__all__ = ["DroppedReference", "GenerationRequest", "GenerationResult", "Generator", "build_generator"]
+__all__ = ["DroppedReference", "GenerationRequest", "GenerationResult", "Generator", "build_generator", "pipeline_arguments"]
+
+
+def pipeline_arguments(config: GeneratorConfig, *, model: str | None, edit_model: str | None) -> dict[str, Any]:
+    """The `PipelineSet` arguments of the generator settings (all but the device), for the in-process
+    backend and for the server's worker processes alike."""
+    from gensearcher.generate.presets import Overrides
+
+    return {"model": model, "edit_model": edit_model, "dtype": config.dtype, "cpu_offload": config.cpu_offload,
+            "attention_backend": config.attention_backend, "overrides": Overrides.from_config(config),
+            "trust_remote_code": config.trust_remote_code, "edit_condition_pixels": config.edit_condition_pixels,
+            "edit_vae_pixels": config.edit_vae_pixels}
 
 
 def build_generator(settings: Settings) -> Generator:
@@ -33,14 +46,10 @@ def build_generator(settings: Settings) -> Generator:
 
     if backend == "diffusers":
         from gensearcher.generate.diffusers_backend import DiffusersGenerator, PipelineSet
-        from gensearcher.generate.presets import Overrides
 
         # Reads each model's pipeline class and checks its calls now: a bad setting stops before any work.
-        pipelines = PipelineSet(model=config.model, edit_model=config.edit_model, device=config.device,
-                                dtype=config.dtype, cpu_offload=config.cpu_offload,
-                                attention_backend=config.attention_backend, overrides=Overrides.from_config(config),
-                                trust_remote_code=config.trust_remote_code,
-                                edit_condition_pixels=config.edit_condition_pixels, edit_vae_pixels=config.edit_vae_pixels)
+        pipelines = PipelineSet(**pipeline_arguments(config, model=config.model, edit_model=config.edit_model),
+                                device=config.device)
         return DiffusersGenerator(pipelines, max_references=limit(pipelines.max_references))
     if backend == "http":
         if not config.app_urls:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gensearcher.config import Settings
+from gensearcher.generate import pipeline_arguments
 from gensearcher.server.app import ImageServer, create_app
 from gensearcher.server.workers import WorkerPool
 
@@ -15,10 +16,7 @@ def build_app(settings: Settings, *, model: str, edit_model: str | None = None) 
     """The ASGI app for `model` (a text-to-image or an edit pipeline) and an optional edit model."""
     config, generator = settings.server, settings.generator
     devices = config.devices or ["cpu"] * config.workers
-    pipeline_kwargs = {"model": model, "edit_model": edit_model, "dtype": generator.dtype,
-                       "cpu_offload": generator.cpu_offload, "attention_backend": generator.attention_backend,
-                       "edit_condition_pixels": generator.edit_condition_pixels,
-                       "edit_vae_pixels": generator.edit_vae_pixels}
+    pipeline_kwargs = pipeline_arguments(generator, model=model, edit_model=edit_model)
     pool = WorkerPool(pipeline_kwargs, devices, max_queue=config.max_queue, failure_threshold=config.failure_threshold,
                       threads_per_worker=config.threads_per_worker)
     server = ImageServer(pool, config, model=model, fetch=settings.fetch)
