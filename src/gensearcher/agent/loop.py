@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gensearcher import __version__
 from gensearcher.agent import prompts
@@ -310,7 +310,8 @@ def _estimate_tokens(message: Message) -> int:
     return len(message.text) // _CHARS_PER_TOKEN + pixels // _PIXELS_PER_TOKEN + 4
 
 
-def _new_step(round_no: int, final: bool, text: str, response: PolicyResponse, action: str) -> Step:
+def _new_step(round_no: int, final: bool, text: str, response: PolicyResponse,
+              action: Literal["tool_call", "answer", "invalid"]) -> Step:
     return Step(
         round=round_no,
         final_round=final,
@@ -319,7 +320,7 @@ def _new_step(round_no: int, final: bool, text: str, response: PolicyResponse, a
         usage=response.usage,
         latency_s=response.latency_s,
         attempts=response.attempts,
-        action=action,  # type: ignore[arg-type]
+        action=action,
         prompt_token_ids=response.prompt_token_ids,
         completion_token_ids=response.completion_token_ids,
         completion_logprobs=response.completion_logprobs,

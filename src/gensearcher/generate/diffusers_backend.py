@@ -289,7 +289,7 @@ def image_only_processor_class() -> Any:
     processor out of it is what makes this load."""
     from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
-    class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):  # type: ignore[misc]
+    class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
         def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kwargs: Any):
             super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
                              chat_template=chat_template, **kwargs)

@@ -166,7 +166,8 @@ def _proxy_for(url: str) -> str | None:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    if urllib.request.proxy_bypass_environment(parts.hostname or ""):
+    # Present on every platform, but missing from typeshed's stubs.
+    if urllib.request.proxy_bypass_environment(parts.hostname or ""):  # type: ignore[attr-defined]
         return None
     return urllib.request.getproxies_environment().get(parts.scheme)
 

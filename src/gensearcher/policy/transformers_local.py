@@ -133,7 +133,8 @@ def _load(config: PolicyConfig) -> tuple[Any, Any]:
         model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the policy checkpoint {config.model!r}: {exc}") from None
-    model.to(config.device).eval()
+    # transformers annotates `to` through an unbound-method wrapper, so mypy sees `self` as the device.
+    model.to(config.device).eval()  # type: ignore[arg-type]
     return model, _load_processor(source)
 
 
@@ -165,13 +166,13 @@ def _image_only_processor_class(source: str) -> Any:
     from transformers import AutoConfig
     from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 
-    base = Qwen3VLProcessor
+    base: type[Any] = Qwen3VLProcessor
     if AutoConfig.from_pretrained(source).model_type in ("qwen2_vl", "qwen2_5_vl"):
         from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 
         base = Qwen2_5_VLProcessor
 
-    class ImageOnlyProcessor(base):  # type: ignore[misc, valid-type]
+    class ImageOnlyProcessor(base):
         # ProcessorMixin derives its attributes from __init__'s signature: leaving out the video
         # processor is what lets it load without torchvision.
         def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kwargs: Any):

@@ -276,5 +276,5 @@ def _exchange(conn: Connection, job: Job) -> tuple[Any, ...]:
     while True:
         reply = conn.recv()
         if reply[0] == job.id:
-            return reply  # type: ignore[no-any-return]
+            return reply
         logger.error("dropping a reply for job %s while waiting for job %s", reply[0], job.id)

@@ -93,7 +93,8 @@ class ImageApis:
         @app.post("/v1/images/edits")
         async def edits(request: Request) -> Any:
             async with request.form() as form:
-                images = [await part.read() for key in ("image", "image[]") for part in form.getlist(key)]
+                images = [await part.read() for key in ("image", "image[]") for part in form.getlist(key)
+                          if not isinstance(part, str)]
                 fields = {key: str(value) for key, value in form.items() if key not in ("image", "image[]")}
             self.requests.append(("openai.edits", {**fields, "images": len(images)}))
             failure = openai_common(fields.get("prompt", ""), request)

@@ -94,7 +94,10 @@ def _qwen25_vl(tokenizer: Any) -> Any:
                      "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
                      "rope_parameters": {"mrope_section": [1, 1, 2], "rope_type": "default", "rope_theta": 1e6}},
         vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16},
-        hidden_size=16, vocab_size=len(tokenizer), bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+        # Also kept at the top level, as in the released checkpoints' config.json (transformers stores
+        # undeclared keys as attributes; its annotations do not list them).
+        **{"hidden_size": 16, "vocab_size": len(tokenizer), "bos_token_id": ids["<|endoftext|>"],
+           "eos_token_id": ids["<|im_end|>"]},
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],

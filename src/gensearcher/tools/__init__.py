@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from gensearcher._redact import Redactor
 from gensearcher.config import Settings, env_name
@@ -25,6 +27,7 @@ from gensearcher.tools.base import (
     SearchBackend,
     Toolbox,
     ToolCallOutcome,
+    ToolFn,
     ToolResult,
     ToolSpec,
     WebHit,
@@ -33,11 +36,11 @@ from gensearcher.web import Fetcher, FetchError, Web, WebCache
 from gensearcher.web.fetcher import parse_target
 
 __all__ = [
+    "PROTOCOL_TOOLS",
     "BrowseArgs",
     "ImageCandidate",
     "ImageHit",
     "ImageSearchArgs",
-    "PROTOCOL_TOOLS",
     "ResearchTools",
     "SearchArgs",
     "SearchBackend",
@@ -47,20 +50,25 @@ __all__ = [
     "Toolbox",
     "WebHit",
     "build_tools",
+    "build_web",
 ]
+
+
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
 
 
 class ResearchTools:
     """The toolbox an agent uses, and the network resources behind it (closed with `aclose`)."""
 
-    def __init__(self, toolbox: Toolbox, web: Web, closers: list[object]):
+    def __init__(self, toolbox: Toolbox, web: Web, closers: Sequence[_Closable]):
         self.toolbox = toolbox
         self.web = web
         self._closers = closers
 
     async def aclose(self) -> None:
         for resource in self._closers:
-            await resource.aclose()  # type: ignore[attr-defined]
+            await resource.aclose()
         await self.web.aclose()
 
 
@@ -136,7 +144,7 @@ def build_tools(settings: Settings, *, output_dir: Path | None = None) -> Resear
     text_backend = _backend(text_name, settings, web)
     image_backend = text_backend if image_name == text_name else _backend(image_name, settings, web)
 
-    summariser, summariser_name, closers = None, "", []
+    summariser, summariser_name, closers = None, "", list[_Closable]()
     base_url = search.summary_base_url or settings.policy.base_url
     model = search.summary_model or (settings.policy.model if not search.summary_base_url else None)
     if search.summarise and base_url and model:
@@ -154,7 +162,7 @@ def build_tools(settings: Settings, *, output_dir: Path | None = None) -> Resear
     extractor = ExtractionPool(workers=search.extract_workers, timeout_s=search.extract_timeout_s,
                                max_bytes=search.extract_max_bytes)
     closers += [image_search, extractor]
-    tools = {
+    tools: dict[str, ToolFn] = {
         "search": SearchTool(text_backend),
         "image_search": image_search,
         "browse": BrowseTool(web, summariser=summariser, summariser_name=summariser_name,

@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from gensearcher.errors import ToolError
 from gensearcher.images import DEFAULT_MAX_PIXELS, image_decode_cost, store_image_bytes
@@ -153,7 +154,7 @@ class ImageSearchTool:
                 headers = {"accept": "image/avif,image/webp,image/*,*/*;q=0.8"}
                 if candidate.page_url:
                     headers["referer"] = candidate.page_url
-                options = {"max_bytes": self.max_bytes} if self.max_bytes else {}
+                options: dict[str, Any] = {"max_bytes": self.max_bytes} if self.max_bytes else {}
                 result = await self.web.fetch(candidate.image_url, headers=headers, used=used, **options)
                 data, declared = result.body, result.content_type
             return await self._store(data, declared)
