@@ -13,17 +13,46 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, computed_field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gensearcher._env_sources import ENV_PREFIX, NamedEnvSource, env_name, env_names, leaf_fields, read_dotenv
+from gensearcher._reference_env import GEN_IMAGE_FILE, generator_backend, translate
 from gensearcher.errors import ConfigError
 
-ENV_PREFIX = "GENSEARCHER_"
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ENV_PREFIX",
+    "AgentConfig",
+    "CacheConfig",
+    "FetchConfig",
+    "GeneratorConfig",
+    "JudgeConfig",
+    "PolicyConfig",
+    "RewardConfig",
+    "SearchConfig",
+    "ServerConfig",
+    "Settings",
+    "all_env_names",
+    "env_name",
+    "load_settings",
+]
 
 
 def _aliases(*names: str) -> dict[str, Any]:
@@ -83,6 +112,9 @@ class AgentConfig(_Section):
         5, ge=0, description="Image-search hits attached to the observation as images."
     )
     tool_timeout_s: float = Field(120.0, gt=0, description="Deadline of one tool call.")
+    concurrency: int = Field(
+        8, ge=1, description="Trajectories in flight in a batch (flags --concurrency, --research-concurrency)."
+    )
     date: str | None = Field(
         None, description="Date written into the system prompt (YYYY-MM-DD). Default: today. Fix it to replay."
     )
@@ -101,12 +133,17 @@ class SearchConfig(_Section):
         None, description="Image search backend (default: same as backend).",
         json_schema_extra=_aliases("GENSEARCHER_IMAGE_SEARCH_BACKEND"),
     )
-    serper_api_key: SecretStr | None = Field(None, json_schema_extra=_aliases("SERPER_KEY_ID"))
+    serper_api_key: SecretStr | None = Field(
+        None, description="Serper API key; setting it makes serper the default backend.",
+        json_schema_extra=_aliases("SERPER_KEY_ID"),
+    )
     text_search_url: str = Field(
-        "https://google.serper.dev/search", json_schema_extra=_aliases("TEXT_SEARCH_API_BASE_URL")
+        "https://google.serper.dev/search", description="Serper-compatible web search endpoint.",
+        json_schema_extra=_aliases("TEXT_SEARCH_API_BASE_URL"),
     )
     image_search_url: str = Field(
-        "https://google.serper.dev/images", json_schema_extra=_aliases("IMAGE_SEARCH_API_BASE_URL")
+        "https://google.serper.dev/images", description="Serper-compatible image search endpoint.",
+        json_schema_extra=_aliases("IMAGE_SEARCH_API_BASE_URL"),
     )
     searxng_url: str | None = Field(
         None, description="A SearXNG instance with the JSON format enabled.",
@@ -122,8 +159,13 @@ class SearchConfig(_Section):
         None, description="OpenAI-compatible summariser for browse (default: the policy endpoint).",
         json_schema_extra=_aliases("BROWSE_SUMMARY_BASE_URL"),
     )
-    summary_model: str | None = Field(None, json_schema_extra=_aliases("BROWSE_SUMMARY_MODEL"))
-    summary_api_key: SecretStr | None = Field(None, json_schema_extra=_aliases("BROWSE_SUMMARY_API_KEY"))
+    summary_model: str | None = Field(
+        None, description="Model of the browse summariser (default: the policy model on the policy endpoint).",
+        json_schema_extra=_aliases("BROWSE_SUMMARY_MODEL"),
+    )
+    summary_api_key: SecretStr | None = Field(
+        None, description="Bearer token of the summariser endpoint.", json_schema_extra=_aliases("BROWSE_SUMMARY_API_KEY")
+    )
     summarise: bool = Field(True, description="Summarise pages for browse; off returns a bounded extract.")
     summary_chunk_tokens: int = Field(
         24_000, ge=500, description="Pages longer than this (about 4 characters a token) are summarised in parts."
@@ -181,11 +223,12 @@ class FetchConfig(_Section):
     )
     max_bytes: int = Field(20_000_000, ge=1024, description="Byte cap of one response, enforced while streaming.")
     timeout_s: float = Field(30.0, gt=0, description="Total deadline of one fetch, redirects and retries included.")
-    max_redirects: int = Field(5, ge=0)
+    max_redirects: int = Field(5, ge=0, description="Redirects followed; each hop's address is checked again.")
     per_host_concurrency: int = Field(4, ge=1, description="Requests in flight to one host.")
     max_retries: int = Field(2, ge=0, description="Retries on 429/5xx (honouring Retry-After) and connection errors.")
     user_agent: str = Field(
         "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+        description="User-Agent of every fetch (some image hosts refuse unknown agents).",
         json_schema_extra=_aliases("IMG_DL_UA"),
     )
 
@@ -270,7 +313,9 @@ class GeneratorConfig(_Section):
         default_factory=list, description="http: generator servers (JSON list or comma-separated).",
         json_schema_extra=_aliases("QWEN_EDIT_APP_URL"),
     )
-    app_path: str = Field("/generate", json_schema_extra=_aliases("QWEN_EDIT_APP_PATH"))
+    app_path: str = Field(
+        "/generate", description="http: the generation path on each server.", json_schema_extra=_aliases("QWEN_EDIT_APP_PATH")
+    )
     per_url_concurrency: int = Field(8, ge=1, description="http: requests in flight to one server.")
     server_token: SecretStr | None = Field(None, description="http: bearer token of our generator server.",
                                            json_schema_extra=_aliases("GENSEARCHER_SERVER_TOKEN"))
@@ -286,7 +331,11 @@ class GeneratorConfig(_Section):
     )
     timeout_s: float = Field(600.0, gt=0, description="Total time for one image, retries included.",
                              json_schema_extra=_aliases("GEN_IMAGE_TIMEOUT"))
-    max_retries: int = Field(3, ge=0)
+    max_retries: int = Field(3, ge=0, description="Retries of one image on 429, 5xx, timeouts and connection errors.")
+    concurrency: int = Field(
+        1, ge=1, description="Images in flight in `generate` and `eval` (flags --concurrency, --generate-concurrency).",
+        json_schema_extra=_aliases("GEN_API_CONCURRENCY"),
+    )
 
     @field_validator("app_urls", mode="before")
     @classmethod
@@ -318,18 +367,20 @@ class ServerConfig(_Section):
     """`gensearcher serve`: the generator server."""
 
     host: str = Field("127.0.0.1", description="Bind address (the default keeps it local).")
-    port: int = Field(8000, ge=0, le=65535)
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
     workers: int = Field(1, ge=1, description="Worker processes, one pipeline each (one per GPU).")
     devices: list[str] = Field(default_factory=list, description="Device per worker, e.g. cuda:0,cuda:1 (default cpu).")
     threads_per_worker: int | None = Field(None, ge=1, description="torch threads per worker (default: cores / CPU workers).")
     token: SecretStr | None = Field(None, description="Require 'Authorization: Bearer <token>'.",
                                     json_schema_extra=_aliases("GENSEARCHER_SERVER_TOKEN"))
     max_queue: int = Field(64, ge=1, description="Queued requests before 429.")
-    request_timeout_s: float = Field(1800.0, gt=0)
+    request_timeout_s: float = Field(
+        1800.0, gt=0, description="A generation running longer is killed with its worker (504); the worker restarts."
+    )
     max_images: int = Field(4, ge=0, description="Input images per request.")
-    max_image_bytes: int = Field(20_000_000, ge=1024)
-    max_image_pixels: int = Field(40_000_000, ge=1024)
-    max_output_pixels: int = Field(4_194_304, ge=1024)
+    max_image_bytes: int = Field(20_000_000, ge=1024, description="Bytes of one input image, decoded.")
+    max_image_pixels: int = Field(40_000_000, ge=1024, description="Pixels of one input image, checked before decoding.")
+    max_output_pixels: int = Field(4_194_304, ge=1024, description="Largest width x height a request may ask for.")
     fetch_image_urls: bool = Field(False, description="Accept http(s) image URLs (fetched by the hardened fetcher).")
     failure_threshold: int = Field(3, ge=1, description="Consecutive failures before a worker is reloaded.")
     max_body_bytes: int = Field(
@@ -356,18 +407,46 @@ class ServerConfig(_Section):
 class JudgeConfig(_Section):
     """The VLM judge of the benchmarks (any OpenAI-compatible vision model)."""
 
-    base_url: str = Field("https://api.openai.com/v1", json_schema_extra=_aliases("GEN_REWARD_API_BASE_URL"))
-    model: str = Field("gpt-4.1", json_schema_extra=_aliases("GEN_REWARD_MODEL"))
-    api_key: SecretStr | None = Field(None, json_schema_extra=_aliases("GEN_REWARD_API_KEY"))
+    base_url: str = Field(
+        "https://api.openai.com/v1", description="OpenAI-compatible endpoint of the judge.",
+        json_schema_extra=_aliases("GEN_REWARD_API_BASE_URL"),
+    )
+    model: str = Field("gpt-4.1", description="Judge model (a vision model).", json_schema_extra=_aliases("GEN_REWARD_MODEL"))
+    api_key: SecretStr | None = Field(
+        None, description="Bearer token of the judge endpoint.", json_schema_extra=_aliases("GEN_REWARD_API_KEY")
+    )
     text_coef: float = Field(0.0, ge=0.0, le=1.0, description="Weight of the text-only judge in the RL reward.",
                              json_schema_extra=_aliases("GEN_REWARD_TEXT_COEF"))
     concurrency: int = Field(32, ge=1, description="Judge calls in flight.")
-    max_tokens: int = Field(2048, ge=64)
+    max_tokens: int = Field(2048, ge=64, description="Generation cap of one judge answer.")
     max_retries: int = Field(5, ge=0, description="Retries on 429, 5xx and timeouts.")
     parse_retries: int = Field(2, ge=0, description="New calls when an answer cannot be parsed.")
-    request_timeout_s: float = Field(300.0, gt=0)
+    request_timeout_s: float = Field(300.0, gt=0, description="Timeout of one HTTP request to the judge.")
     deadline_s: float = Field(900.0, gt=0, description="Total time for one judgement, retries included.")
     image_pixels: int = Field(16_777_216, ge=4096, description="Pixel cap of the images sent to the judge.")
+
+
+class RewardConfig(_Section):
+    """The RL reward around the judge (read by training; the reference system's names are accepted)."""
+
+    min_input_images: int = Field(
+        1, ge=0, description="An answer citing fewer existing reference images gets reward 0 without generating.",
+        json_schema_extra=_aliases("GEN_MIN_INPUT_IMAGES"),
+    )
+    max_input_images: int = Field(
+        4, ge=0, description="An answer citing more existing reference images gets reward 0 without generating.",
+        json_schema_extra=_aliases("GEN_MAX_INPUT_IMAGES"),
+    )
+    image_dir: Path | None = Field(
+        None, description="Where the reward saves the images it generates (default: <output_dir>/reward-images).",
+        json_schema_extra=_aliases("GEN_IMAGE_OUTPUT_DIR"),
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RewardConfig:
+        if self.min_input_images > self.max_input_images:
+            raise ValueError("min_input_images is larger than max_input_images")
+        return self
 
 
 class Settings(BaseSettings):
@@ -392,6 +471,10 @@ class Settings(BaseSettings):
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+
+    # The reference system's settings file, read below `.env` (None: not read).
+    gen_image_file: ClassVar[Path | None] = Path(GEN_IMAGE_FILE)
 
     @classmethod
     def settings_customise_sources(
@@ -405,13 +488,19 @@ class Settings(BaseSettings):
         from pydantic_settings import TomlConfigSettingsSource
 
         env_file = settings_cls.model_config.get("env_file")
-        dotenv = _read_dotenv(Path(str(env_file))) if env_file else {}
-        return (
-            init_settings,
-            _NamedEnvSource(settings_cls, dict(os.environ)),
-            _NamedEnvSource(settings_cls, dotenv),
-            TomlConfigSettingsSource(settings_cls),
-        )
+        gen_image_file = getattr(settings_cls, "gen_image_file", None)
+        raw = [dict(os.environ), read_dotenv(Path(str(env_file))) if env_file else {},
+               read_dotenv(gen_image_file) if gen_image_file is not None else {}]
+        backend = generator_backend(raw)
+        known = {name for names in all_env_names().values() for name in names}
+        sources: list[PydanticBaseSettingsSource] = [init_settings]
+        for index, values in enumerate(raw):
+            whole_file = index == 2
+            translated, ignored = translate(values, backend=backend, known=known, whole_file=whole_file)
+            if ignored:
+                logger.warning("%s: ignored %s", gen_image_file, "; ".join(ignored))
+            sources.append(NamedEnvSource(settings_cls, translated))
+        return (*sources, TomlConfigSettingsSource(settings_cls))
 
     # -- validation before work starts ---------------------------------------------------------------
 
@@ -448,77 +537,10 @@ def _split_list(value: Any) -> Any:
     return value
 
 
-# -- environment names -------------------------------------------------------------------------------
-
-
-def env_name(section: str | None, field: str) -> str:
-    """The canonical environment variable of a setting, e.g. env_name('policy', 'base_url')."""
-    parts = [section, field] if section else [field]
-    return ENV_PREFIX + "_".join(parts).upper()
-
-
-def _env_names(section: str | None, field: str, info: FieldInfo) -> list[str]:
-    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-    return [env_name(section, field), *extra.get("env_aliases", [])]  # type: ignore[list-item]
-
-
 def all_env_names() -> dict[str, list[str]]:
     """Every setting's dotted path and the environment names it is read from (for docs and `config`)."""
-    out: dict[str, list[str]] = {}
-    for name, info in Settings.model_fields.items():
-        section_cls = _section_class(info)
-        if section_cls is None:
-            out[name] = _env_names(None, name, info)
-            continue
-        for sub, sub_info in section_cls.model_fields.items():
-            out[f"{name}.{sub}"] = _env_names(name, sub, sub_info)
-    return out
-
-
-def _section_class(info: FieldInfo) -> type[_Section] | None:
-    ann = info.annotation
-    return ann if isinstance(ann, type) and issubclass(ann, _Section) else None
-
-
-class _NamedEnvSource(PydanticBaseSettingsSource):
-    """Reads each declared field from its environment names; empty strings count as unset."""
-
-    def __init__(self, settings_cls: type[BaseSettings], environ: dict[str, str]):
-        super().__init__(settings_cls)
-        self._environ = environ
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ does the work
-
-    def _lookup(self, names: list[str]) -> str | None:
-        for name in names:
-            value = self._environ.get(name)
-            if value is not None and value.strip() != "":
-                return value
-        return None
-
-    def __call__(self) -> dict[str, Any]:
-        data: dict[str, Any] = {}
-        for name, info in self.settings_cls.model_fields.items():
-            section_cls = _section_class(info)
-            if section_cls is None:
-                value = self._lookup(_env_names(None, name, info))
-                if value is not None:
-                    data[name] = value
-                continue
-            for sub, sub_info in section_cls.model_fields.items():
-                value = self._lookup(_env_names(name, sub, sub_info))
-                if value is not None:
-                    data.setdefault(name, {})[sub] = value
-        return data
-
-
-def _read_dotenv(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    from dotenv import dotenv_values
-
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    return {f"{section}.{field}" if section else field: env_names(section, field, info)
+            for section, field, info in leaf_fields(Settings)}
 
 
 def _mask(value: Any) -> Any:
@@ -538,14 +560,21 @@ def load_settings(
     *,
     config_file: Path | None = None,
     env_file: Path | None = Path(".env"),
+    gen_image_file: Path | None = Path(GEN_IMAGE_FILE),
 ) -> Settings:
-    """Build the settings from all sources. Raises ConfigError with the offending setting named."""
+    """Build the settings from all sources. Raises ConfigError with the offending setting named.
+
+    `env_file` and `gen_image_file` (the reference system's `.env.gen_image`) are read from the working
+    folder by default; None skips one. Every variable of the latter is mapped to a setting or named in
+    one warning line with the reason it is ignored.
+    """
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file not found: {config_file}")
     cls: type[Settings] = Settings
-    if config_file is not None or env_file != Path(".env"):
-        config = {**Settings.model_config, "env_file": env_file, "toml_file": config_file or "gensearcher.toml"}
-        cls = type("Settings", (Settings,), {"model_config": config})
+    if config_file is not None or env_file != Path(".env") or gen_image_file != Path(GEN_IMAGE_FILE):
+        config = SettingsConfigDict(**{**Settings.model_config, "env_file": env_file,
+                                       "toml_file": config_file or "gensearcher.toml"})
+        cls = type("Settings", (Settings,), {"model_config": config, "gen_image_file": gen_image_file})
     try:
         return cls(**_drop_none(overrides or {}))
     except ValidationError as exc:

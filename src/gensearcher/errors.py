@@ -1,12 +1,22 @@
-"""Exceptions, split by who can fix the problem.
+"""Exceptions, split by who can fix the problem. Every class gensearcher raises is on this tree.
 
     GenSearcherError
-    ├── UserError             the user can fix it (bad config, bad file); the CLI prints one line, exit 2
-    │   └── ConfigError       a setting is missing or invalid; names the setting
-    ├── PolicyError           the policy endpoint or model failed (infrastructure); the batch records it
-    │   └── ContextLengthExceeded   the conversation no longer fits the model's context
-    ├── ToolError             a tool failed; the agent shows the message to the model as an observation
-    └── NotBuiltError         a feature that is declared but not implemented yet
+    ├── UserError                the user can fix it (bad file, bad flag); the CLI prints one line, exit 2
+    │   ├── ConfigError          a setting is missing or invalid; names the setting (its environment variable)
+    │   └── server.app.InputError      a bad request to the generator server (its status, a JSON error body)
+    ├── NotBuiltError            a declared feature not implemented yet (`gensearcher train`); exit 2
+    ├── PolicyError              the policy endpoint or model failed (infrastructure); the batch records it
+    │   └── ContextLengthExceeded      the conversation no longer fits the model's context
+    ├── ToolError                a tool failed; the agent shows the message to the model as an observation
+    │   ├── web.cache.CacheMiss        replay mode has no entry for a request
+    │   └── web.fetcher.FetchError     a fetch was refused or failed; `reason` says which
+    │       └── web.fetcher.BlockedAddress   a host resolves only to refused addresses (inside aiohttp)
+    ├── GenerationError          an image could not be made for one item; the batch records it
+    │   ├── generate.http_backend._Retryable   one attempt failed; another attempt may not (internal)
+    │   ├── server.workers.QueueFull           the generator server's queue is full (HTTP 429)
+    │   ├── server.workers.WorkerFailure       the pipeline raised, or its worker process died
+    │   └── server.workers.NoCapableWorker     no worker serves this kind of request (text or edit)
+    └── judge.JudgeError         no usable judgement after the retries; the row records it
 
 Mistakes of the *model* (malformed tags, unknown tools, bad arguments) are not exceptions at all:
 the agent records them on the step and shows them to the model (see ``gensearcher.agent.protocol``).
@@ -14,6 +24,17 @@ Exceptions never log or print when constructed, and their messages never contain
 """
 
 from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ContextLengthExceeded",
+    "GenSearcherError",
+    "GenerationError",
+    "NotBuiltError",
+    "PolicyError",
+    "ToolError",
+    "UserError",
+]
 
 
 class GenSearcherError(Exception):
@@ -28,6 +49,10 @@ class ConfigError(UserError):
     """A setting is missing or invalid. The message names the setting (its environment variable)."""
 
 
+class NotBuiltError(GenSearcherError):
+    """The feature exists in the design but has not been implemented yet."""
+
+
 class PolicyError(GenSearcherError):
     """The policy backend failed after its retries (endpoint down, 4xx, model crash)."""
 
@@ -38,10 +63,6 @@ class ContextLengthExceeded(PolicyError):
 
 class ToolError(GenSearcherError):
     """A tool could not do its job. The message is shown to the model, so it must be helpful to it."""
-
-
-class NotBuiltError(GenSearcherError):
-    """The feature exists in the design but has not been implemented yet."""
 
 
 class GenerationError(GenSearcherError):

@@ -154,8 +154,8 @@ class HttpGenerator:
         return data
 
 
-class _Retryable(Exception):
-    pass
+class _Retryable(GenerationError):
+    """One attempt failed in a way another attempt (or another server) may not."""
 
 
 async def _read_body(response: aiohttp.ClientResponse, cap: int) -> bytes | None:

@@ -21,8 +21,8 @@ import aiohttp
 
 from gensearcher._http import backoff, error_message, retry_after_seconds
 from gensearcher._redact import Redactor
-from gensearcher.config import PolicyConfig
-from gensearcher.errors import ContextLengthExceeded, PolicyError
+from gensearcher.config import PolicyConfig, env_name
+from gensearcher.errors import ConfigError, ContextLengthExceeded, PolicyError
 from gensearcher.messages import ImageRef, Message
 from gensearcher.policy.base import PolicyResponse, TokenUsage
 
@@ -35,7 +35,9 @@ class OpenAIChatPolicy:
 
     def __init__(self, config: PolicyConfig, *, max_connections: int = 256):
         if not config.base_url or not config.model:
-            raise PolicyError("the openai policy backend needs base_url and model")
+            # A setting the user left out, not a failure of the endpoint: exit 2, before any work.
+            raise ConfigError("the openai policy backend needs base_url and model "
+                              f"(for the policy: {env_name('policy', 'base_url')}, {env_name('policy', 'model')})")
         self.config = config
         self._headers = {"content-type": "application/json"}
         if config.api_key is not None and config.api_key.get_secret_value():

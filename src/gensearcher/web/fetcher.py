@@ -177,11 +177,12 @@ class _GuardedConnector(aiohttp.TCPConnector):
         return await super()._resolve_host(host, port, traces)
 
 
-class BlockedAddress(Exception):
-    """Raised inside aiohttp's connector; turned into a FetchError by the fetcher."""
+class BlockedAddress(FetchError):
+    """Raised inside aiohttp's connector; turned into a plain FetchError by the fetcher."""
 
     def __init__(self, host: str, addresses: list[str]):
-        super().__init__(f"{_short(host)} resolves only to refused addresses ({', '.join(sorted(set(addresses)))})")
+        super().__init__("blocked_address",
+                         f"{_short(host)} resolves only to refused addresses ({', '.join(sorted(set(addresses)))})")
 
 
 class Fetcher:
