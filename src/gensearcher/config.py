@@ -127,7 +127,8 @@ class SearchConfig(_Section):
     """The research tools: which backends, their endpoints and keys, and their limits."""
 
     backend: Literal["serper", "ddgs", "searxng", "local"] | None = Field(
-        None, description="Text search backend. Default: serper when a Serper key is set, else ddgs."
+        None, description="Text search backend. Default: local when local_corpus is set, else serper when a "
+        "Serper key is set, else ddgs."
     )
     image_backend: Literal["serper", "ddgs", "searxng", "local"] | None = Field(
         None, description="Image search backend (default: same as backend).",

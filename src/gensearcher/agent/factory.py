@@ -1,21 +1,28 @@
-"""Building an agent from the settings: the one validated construction the CLI and the eval pipeline share."""
+"""Building an agent from the settings: one validated construction for the CLI, evaluation and training."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from gensearcher.agent.loop import Agent
 from gensearcher.agent.prompts import Framing, load_reference_texts, load_system_template
 from gensearcher.config import Settings, env_name
 from gensearcher.errors import ConfigError, UserError
+from gensearcher.policy.base import PolicyBackend
 
 
-def build_agent(settings: Settings, out_dir: Path, system_prompt_file: Path | None = None, *,
-                max_connections: int = 256) -> tuple[Agent, Any]:
-    """Validate everything, then build the agent and its tools, before any work starts.
+@asynccontextmanager
+async def build_agent(
+    settings: Settings, out_dir: Path, *, policy: PolicyBackend | None = None,
+    system_prompt_file: Path | None = None, max_connections: int = 256,
+) -> AsyncIterator[Agent]:
+    """`async with build_agent(settings, out_dir) as agent:` an agent whose tools (and policy) close on exit.
 
-    Returns (agent, tools); close both (`agent.policy.aclose()`, `tools.aclose()`) when done.
+    Everything is validated on entry, before any work starts. `policy` injects a policy the caller owns
+    (a trainer's, a test's): it is used as given and not closed here; without it, the configured policy is
+    built from `settings.policy` and closed on exit.
     """
     from gensearcher.policy import build_policy
     from gensearcher.tools import build_tools
@@ -32,11 +39,20 @@ def build_agent(settings: Settings, out_dir: Path, system_prompt_file: Path | No
             raise ConfigError(f"{env_name(None, 'reference_texts')}: {exc}") from None
         framing = Framing(texts)
         record["reference_texts_sha256"] = texts.digest()
-    settings.resolved_policy_backend()
+    if policy is None:
+        settings.resolved_policy_backend()
     tools = build_tools(settings, output_dir=out_dir)
-    image_dir = settings.search.image_dir or out_dir / "images"
-    policy = build_policy(settings, max_connections=max_connections)
-    agent = Agent(policy, tools.toolbox, config=settings.agent, max_refs=settings.max_refs,
-                  max_pixels=settings.policy.max_pixels, image_dir=image_dir / "policy",
-                  system_template=template, framing=framing, record=record)
-    return agent, tools
+    owned: PolicyBackend | None = None
+    try:
+        if policy is None:
+            policy = owned = build_policy(settings, max_connections=max_connections)
+        image_dir = settings.search.image_dir or out_dir / "images"
+        yield Agent(policy, tools.toolbox, config=settings.agent, max_refs=settings.max_refs,
+                    max_pixels=settings.policy.max_pixels, image_dir=image_dir / "policy",
+                    system_template=template, framing=framing, record=record)
+    finally:
+        try:
+            if owned is not None:
+                await owned.aclose()
+        finally:
+            await tools.aclose()

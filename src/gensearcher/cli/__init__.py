@@ -13,12 +13,15 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 
 from gensearcher.agent.factory import build_agent
 from gensearcher.errors import GenSearcherError, NotBuiltError, UserError
+
+if TYPE_CHECKING:
+    from gensearcher.config import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Search-grounded image generation.")
 prompts_app = typer.Typer(no_args_is_help=True, help="Prompts and rubrics (import the reference system's).")
@@ -52,7 +55,7 @@ def research(
     prompt: Annotated[str | None, typer.Argument(help="The image request to research.")] = None,
     input: Annotated[Path | None, typer.Option("--input", help="tasks.json or .jsonl for a batch.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder.")] = None,
-    concurrency: Annotated[int, typer.Option(help="Trajectories in flight (batch).")] = 8,
+    concurrency: Annotated[int | None, typer.Option(help="Trajectories in flight (batch; default 8).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a batch, skipping finished items.")] = False,
     system_prompt_file: Annotated[Path | None, typer.Option(help="Replace the system prompt.")] = None,
     policy_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible policy endpoint.")] = None,
@@ -73,7 +76,7 @@ def research(
     overrides = {
         "output_dir": None,
         "policy": {"base_url": policy_base_url, "model": policy_model},
-        "agent": {"max_llm_calls": max_llm_calls},
+        "agent": {"max_llm_calls": max_llm_calls, "concurrency": concurrency},
         "search": {"backend": search_backend, "local_corpus": local_corpus},
         "cache": {"mode": cache_mode},
     }
@@ -85,24 +88,20 @@ def research(
 
         settings = load_settings(overrides, config_file=config)
         if input is not None:
-            return asyncio.run(_research_batch(settings, input, out, concurrency, resume, system_prompt_file, progress))
+            return asyncio.run(_research_batch(settings, input, out, resume, system_prompt_file, progress))
         return asyncio.run(_research_one(settings, prompt or "", out, system_prompt_file))
 
     code = _guarded(body)
     raise typer.Exit(code)
 
 
-async def _research_one(settings: Any, prompt: str, out: Path | None, system_prompt_file: Path | None) -> int:
+async def _research_one(settings: Settings, prompt: str, out: Path | None, system_prompt_file: Path | None) -> int:
     from gensearcher._files import write_atomic
     from gensearcher.agent import Task
 
     out_dir = out or settings.output_dir / f"research-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    agent, tools = build_agent(settings, out_dir, system_prompt_file)
-    try:
+    async with build_agent(settings, out_dir, system_prompt_file=system_prompt_file) as agent:
         trajectory = await agent.run(Task(id=0, prompt=prompt))
-    finally:
-        await agent.policy.aclose()
-        await tools.aclose()
     path = out_dir / "trajectory.json"
     from gensearcher.agent.trajectory import save_trajectory
 
@@ -120,21 +119,19 @@ async def _research_one(settings: Any, prompt: str, out: Path | None, system_pro
     return 0 if trajectory.termination == "answer" else 1
 
 
-async def _research_batch(settings: Any, input: Path, out: Path | None, concurrency: int, resume: bool,
+async def _research_batch(settings: Settings, input: Path, out: Path | None, resume: bool,
                           system_prompt_file: Path | None, progress: bool) -> int:
     from gensearcher.agent import BatchRunner, load_tasks
 
     tasks = load_tasks(input)
     out_dir = out or settings.output_dir / input.stem
-    agent, tools = build_agent(settings, out_dir, system_prompt_file, max_connections=max(concurrency, 1))
+    concurrency = settings.agent.concurrency
     reporter = _ProgressReporter(len(tasks), enabled=progress)
-    runner = BatchRunner(agent, out_dir, concurrency=concurrency, resume=resume, on_item=reporter.update)
-    try:
+    async with build_agent(settings, out_dir, system_prompt_file=system_prompt_file,
+                           max_connections=concurrency) as agent:
+        runner = BatchRunner(agent, out_dir, concurrency=concurrency, resume=resume, on_item=reporter.update)
         with reporter:
             summary = await runner.run(tasks)
-    finally:
-        await agent.policy.aclose()
-        await tools.aclose()
     typer.echo(summary.model_dump_json(indent=2))
     return 0
 
@@ -180,12 +177,23 @@ class _ProgressReporter:
 def show_config(
     config: ConfigFile = None,
     env: Annotated[bool, typer.Option("--env", help="List the environment names of every setting.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the settings table (the README's).")] = False,
+    update: Annotated[Path | None, typer.Option(help="With --markdown: rewrite the table block in this file.")] = None,
 ) -> None:
     """Print the effective configuration (secrets masked) as JSON."""
 
     def body() -> None:
         from gensearcher.config import all_env_names, load_settings
 
+        if markdown:
+            from gensearcher._settings_docs import settings_markdown, write_block
+
+            if update is not None:
+                write_block(update)
+                typer.echo(f"updated the settings table in {update}")
+            else:
+                typer.echo(settings_markdown(), nl=False)
+            return
         if env:
             typer.echo(json.dumps(all_env_names(), indent=2))
             return
@@ -218,7 +226,7 @@ def generate(
     input: Annotated[Path, typer.Option("--input", help="A research results.json.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
     resume: Annotated[bool, typer.Option("--resume", help="Skip items already rendered.")] = False,
-    concurrency: Annotated[int, typer.Option(help="Images in flight.")] = 1,
+    concurrency: Annotated[int | None, typer.Option(help="Images in flight (default 1).")] = None,
     text_only: Annotated[bool, typer.Option("--text-only", help="Use gen_prompt without reference images.")] = False,
     original_prompt: Annotated[bool, typer.Option("--original-prompt", help="Render the original prompts (baseline).")] = False,
     generator: Annotated[str | None, typer.Option(help="diffusers, http, openai, gemini or seedream.")] = None,
@@ -240,14 +248,16 @@ def generate(
         from gensearcher.generate.base import request_defaults
         from gensearcher.generate.batch import GenerateRunner, load_research_results
 
-        settings = load_settings({"generator": {"backend": generator}}, config_file=config)
+        settings = load_settings({"generator": {"backend": generator, "concurrency": concurrency}}, config_file=config)
         rows = load_research_results(input)
         backend = build_generator(settings)
-        mode = "original" if original_prompt else "text_only" if text_only else "grounded"
+        mode: Literal["grounded", "text_only", "original"] = (
+            "original" if original_prompt else "text_only" if text_only else "grounded"
+        )
         reporter = _ProgressReporter(len(rows), enabled=progress, label="generate")
 
         async def go() -> Any:
-            runner = GenerateRunner(backend, out, mode=mode, concurrency=concurrency, resume=resume,
+            runner = GenerateRunner(backend, out, mode=mode, concurrency=settings.generator.concurrency, resume=resume,
                                     max_refs=settings.max_refs, defaults=request_defaults(settings.generator),
                                     on_item=reporter.update)
             try:
@@ -274,51 +284,15 @@ def run(
 
     def body() -> int:
         from gensearcher.config import load_settings
-        from gensearcher.generate import build_generator
+        from gensearcher.pipeline import run_one
 
         settings = load_settings(config_file=config)
-        generator = build_generator(settings)  # validated before the research starts
-        return asyncio.run(_run_one(settings, generator, prompt, out, system_prompt_file))
+        record = asyncio.run(run_one(settings, prompt, out, system_prompt_file=system_prompt_file))
+        summary = record.model_dump(mode="json", include={"termination", "gen_prompt", "image", "error"})
+        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        return 0 if record.image else 1
 
     raise typer.Exit(_guarded(body))
-
-
-async def _run_one(settings: Any, generator: Any, prompt: str, out: Path, system_prompt_file: Path | None) -> int:
-    from gensearcher._files import write_atomic, write_json_atomic
-    from gensearcher.agent import Task
-    from gensearcher.errors import GenerationError
-    from gensearcher.generate import GenerationRequest
-
-    agent, tools = build_agent(settings, out, system_prompt_file)
-    try:
-        trajectory = await agent.run(Task(id=0, prompt=prompt))
-    finally:
-        await agent.policy.aclose()
-        await tools.aclose()
-    write_atomic(out / "trajectory.json", trajectory.model_dump_json(indent=1).encode("utf-8"))
-    record: dict[str, Any] = {"prompt": prompt, "termination": trajectory.termination,
-                              "trajectory": str((out / "trajectory.json").resolve()), "image": None}
-    answer = trajectory.answer
-    try:
-        if answer is None:
-            raise GenerationError(f"the research ended without an answer ({trajectory.termination})")
-        record.update(gen_prompt=answer.gen_prompt, reference_images=[r.model_dump() for r in answer.reference_images])
-        from gensearcher.generate.base import request_defaults
-
-        defaults = {k: v for k, v in request_defaults(settings.generator).items() if v is not None}
-        request = GenerationRequest(prompt=answer.gen_prompt, reference_images=[r.local_path for r in answer.reference_images],
-                                    **defaults)
-        result = await generator.generate(request)
-        image = result.save(out / "image.png").resolve()
-        record.update(image=str(image), generation={**result.model_dump(exclude={"image_png"})})
-    except GenerationError as exc:
-        record["error"] = str(exc)
-    finally:
-        await generator.aclose()
-    write_json_atomic(out / "run.json", record)
-    typer.echo(json.dumps({k: record.get(k) for k in ("termination", "gen_prompt", "image", "error")}, indent=2,
-                          ensure_ascii=False))
-    return 0 if record["image"] else 1
 
 
 @app.command()
@@ -411,6 +385,16 @@ def cache_import(
         loaded = cache.import_archive(archive)
         cache.close()
         typer.echo(f"imported {loaded} entries into {cache.root}")
+
+    _guarded(body)
+
+
+@app.command()
+def train() -> None:
+    """Training (SFT and GRPO over TRL, driving the same agent loop as the rollout): not built yet."""
+
+    def body() -> None:
+        raise NotBuiltError("training is not built yet (SFT and GRPO over TRL come next)")
 
     _guarded(body)
 

@@ -6,17 +6,20 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 from gensearcher.cli import ConfigFile, _guarded, _ProgressReporter, app, eval_app
 from gensearcher.errors import UserError
 
+if TYPE_CHECKING:
+    from gensearcher.evaluate.data import Benchmark
 
-def _run_eval_command(benchmark: str, load: Callable[[], list[Any]], *, config: Path | None, out: Path,
-                      baseline: bool, limit: int | None, categories: str | None, research_concurrency: int,
-                      generate_concurrency: int, judge_concurrency: int | None, rubric_file: Path | None,
+
+def _run_eval_command(benchmark: Benchmark, load: Callable[[], list[Any]], *, config: Path | None, out: Path,
+                      baseline: bool, limit: int | None, categories: str | None, research_concurrency: int | None,
+                      generate_concurrency: int | None, judge_concurrency: int | None, rubric_file: Path | None,
                       system_prompt_file: Path | None, progress: bool) -> None:
     """The body every `eval` command shares: load, select, run the pipeline, print the summary."""
 
@@ -25,7 +28,10 @@ def _run_eval_command(benchmark: str, load: Callable[[], list[Any]], *, config: 
         from gensearcher.evaluate.pipeline import run_eval
         from gensearcher.judge.judge import load_rubric_file
 
-        settings = load_settings(config_file=config)
+        # Flags go through the settings model, so its bounds hold (a concurrency of 0 would never start).
+        settings = load_settings({"agent": {"concurrency": research_concurrency},
+                                  "generator": {"concurrency": generate_concurrency},
+                                  "judge": {"concurrency": judge_concurrency}}, config_file=config)
         items = load()
         if categories:
             wanted = {c.strip().lower() for c in categories.split(",") if c.strip()}
@@ -34,10 +40,9 @@ def _run_eval_command(benchmark: str, load: Callable[[], list[Any]], *, config: 
             items = items[:limit]
         if not items:
             raise UserError("no items left after --categories / --limit")
-        if judge_concurrency is not None:
-            settings.judge.concurrency = judge_concurrency
-        report = asyncio.run(run_eval(settings, benchmark, items, out, baseline=baseline,  # type: ignore[arg-type]
-                                      research_concurrency=research_concurrency, generate_concurrency=generate_concurrency,
+        report = asyncio.run(run_eval(settings, benchmark, items, out, baseline=baseline,
+                                      research_concurrency=settings.agent.concurrency,
+                                      generate_concurrency=settings.generator.concurrency,
                                       progress=lambda stage, total: _ProgressReporter(total, enabled=progress, label=stage),
                                       rubric=load_rubric_file(rubric_file), system_prompt_file=system_prompt_file))
         typer.echo(json.dumps(report, indent=2, default=str))
@@ -50,8 +55,8 @@ EvalOut = Annotated[Path, typer.Option("--out", help="Output folder (rerun with 
 Baseline = Annotated[bool, typer.Option("--baseline", help="Render the original prompts, no research (generator alone).")]
 Limit = Annotated[int | None, typer.Option(help="Only the first N items.")]
 Categories = Annotated[str | None, typer.Option(help="Comma-separated categories to keep.")]
-ResearchN = Annotated[int, typer.Option(help="Research trajectories in flight.")]
-GenerateN = Annotated[int, typer.Option(help="Images in flight.")]
+ResearchN = Annotated[int | None, typer.Option(help="Research trajectories in flight (default: GENSEARCHER_AGENT_CONCURRENCY).")]
+GenerateN = Annotated[int | None, typer.Option(help="Images in flight (default: GENSEARCHER_GENERATOR_CONCURRENCY).")]
 JudgeN = Annotated[int | None, typer.Option(help="Judge calls in flight (default: GENSEARCHER_JUDGE_CONCURRENCY).")]
 RubricFile = Annotated[Path | None, typer.Option(help="Replace the judge rubric (e.g. the original, from your copy).")]
 SystemPrompt = Annotated[Path | None, typer.Option(help="Replace the agent's system prompt.")]
@@ -61,7 +66,7 @@ ProgressFlag = Annotated[bool, typer.Option(help="Show progress.")]
 @eval_app.command("knowgen")
 def eval_knowgen(data: Annotated[Path, typer.Option("--data", help="KnowGen-Bench.json")], out: EvalOut,
                  baseline: Baseline = False, limit: Limit = None, categories: Categories = None,
-                 research_concurrency: ResearchN = 8, generate_concurrency: GenerateN = 1, judge_concurrency: JudgeN = None,
+                 research_concurrency: ResearchN = None, generate_concurrency: GenerateN = None, judge_concurrency: JudgeN = None,
                  rubric_file: RubricFile = None, system_prompt_file: SystemPrompt = None, config: ConfigFile = None,
                  progress: ProgressFlag = True) -> None:
     """KnowGen: K-Score per group, category and difficulty, reference and strict."""
@@ -75,20 +80,16 @@ def eval_knowgen(data: Annotated[Path, typer.Option("--data", help="KnowGen-Benc
 
 @eval_app.command("wise")
 def eval_wise(data: Annotated[Path, typer.Option("--data", help="A WISE json file or folder.")], out: EvalOut,
-              version: Annotated[str, typer.Option(help="verified or legacy")] = "verified",
+              version: Annotated[Literal["verified", "legacy"], typer.Option(help="verified or legacy")] = "verified",
               baseline: Baseline = False, limit: Limit = None, categories: Categories = None,
-              research_concurrency: ResearchN = 8, generate_concurrency: GenerateN = 1, judge_concurrency: JudgeN = None,
+              research_concurrency: ResearchN = None, generate_concurrency: GenerateN = None, judge_concurrency: JudgeN = None,
               rubric_file: RubricFile = None, system_prompt_file: SystemPrompt = None, config: ConfigFile = None,
               progress: ProgressFlag = True) -> None:
     """WISE (verified or legacy): per area and overall with the version's weights. The agent never sees Explanation."""
     from gensearcher.evaluate import load_wise
 
-    def load() -> list[Any]:
-        if version not in ("verified", "legacy"):
-            raise UserError("--version must be verified or legacy")
-        return load_wise(data, version)  # type: ignore[arg-type]
-
-    _run_eval_command(f"wise-{version}", load, config=config, out=out, baseline=baseline, limit=limit,
+    benchmark: Benchmark = "wise-verified" if version == "verified" else "wise-legacy"
+    _run_eval_command(benchmark, lambda: load_wise(data, version), config=config, out=out, baseline=baseline, limit=limit,
                       categories=categories, research_concurrency=research_concurrency,
                       generate_concurrency=generate_concurrency, judge_concurrency=judge_concurrency,
                       rubric_file=rubric_file, system_prompt_file=system_prompt_file, progress=progress)
@@ -97,7 +98,7 @@ def eval_wise(data: Annotated[Path, typer.Option("--data", help="A WISE json fil
 @eval_app.command("custom")
 def eval_custom(data: Annotated[Path, typer.Option("--data", help="JSON/JSONL of prompts with gt_image or explanation.")],
                 out: EvalOut, baseline: Baseline = False, limit: Limit = None, categories: Categories = None,
-                research_concurrency: ResearchN = 8, generate_concurrency: GenerateN = 1, judge_concurrency: JudgeN = None,
+                research_concurrency: ResearchN = None, generate_concurrency: GenerateN = None, judge_concurrency: JudgeN = None,
                 rubric_file: RubricFile = None, system_prompt_file: SystemPrompt = None, config: ConfigFile = None,
                 progress: ProgressFlag = True) -> None:
     """Your own prompts: judged like KnowGen (with gt_image) or like WISE (with explanation)."""
@@ -141,13 +142,18 @@ def eval_compare(run_a: Annotated[Path, typer.Argument(help="Eval folder (or res
 def judge(
     results: Annotated[Path, typer.Option("--results", help="A generation results.json (reference format).")],
     out: Annotated[Path, typer.Option("--out", help="results_eval.json to write (rerun to resume).")],
-    benchmark: Annotated[str, typer.Option(help="knowgen, wise-verified or wise-legacy")] = "knowgen",
+    benchmark: Annotated[Literal["knowgen", "wise-verified", "wise-legacy"],
+                         typer.Option(help="knowgen, wise-verified or wise-legacy")] = "knowgen",
     data: Annotated[Path | None, typer.Option(help="The WISE data (for the explanations).")] = None,
+    concurrency: JudgeN = None,
     rubric_file: RubricFile = None,
     config: ConfigFile = None,
     progress: ProgressFlag = True,
 ) -> None:
-    """Judge an existing generation output; writes the reference evaluation format plus scores.json beside it."""
+    """Judge an existing generation output; writes the reference evaluation format plus scores.json beside it.
+
+    Rows without an `id` get their index, as in the reference evaluator.
+    """
 
     def body() -> int:
         from gensearcher._files import write_json_atomic
@@ -160,15 +166,13 @@ def judge(
         from gensearcher.judge.judge import load_rubric_file
         from gensearcher.web import WebCache
 
-        if benchmark not in ("knowgen", "wise-verified", "wise-legacy"):
-            raise UserError("--benchmark must be knowgen, wise-verified or wise-legacy")
         explanations = {}
         if benchmark != "knowgen":
             if data is None:
                 raise UserError("WISE judging needs --data (the explanations)")
-            explanations = explanations_of(load_wise(data, benchmark.removeprefix("wise-")))  # type: ignore[arg-type]
-        settings = load_settings(config_file=config)
-        rows = load_rows(results)
+            explanations = explanations_of(load_wise(data, "verified" if benchmark == "wise-verified" else "legacy"))
+        settings = load_settings({"judge": {"concurrency": concurrency}}, config_file=config)
+        rows = [row if row.get("id") is not None else {**row, "id": index} for index, row in enumerate(load_rows(results))]
         rubric = load_rubric_file(rubric_file)
         judge_ = Judge(settings.judge, cache=WebCache(settings.cache.dir or settings.output_dir / "web-cache"),
                        image_dir=out.parent / "judge-images",
@@ -176,7 +180,7 @@ def judge(
         reporter = _ProgressReporter(len(rows), enabled=progress, label="judge")
 
         async def go() -> list[dict[str, Any]]:
-            runner = JudgeRunner(judge_, benchmark, concurrency=settings.judge.concurrency,  # type: ignore[arg-type]
+            runner = JudgeRunner(judge_, benchmark, concurrency=settings.judge.concurrency,
                                  explanations=explanations, on_item=reporter.update)
             try:
                 with reporter:
@@ -185,7 +189,7 @@ def judge(
                 await judge_.aclose()
 
         judged = asyncio.run(go())
-        tables = score_tables(benchmark, judged)  # type: ignore[arg-type]
+        tables = score_tables(benchmark, judged)
         write_json_atomic(out.with_name("scores.json"), tables)
         typer.echo(json.dumps({"overall": tables["overall"], "costs": judge_.costs()}, indent=2))
         return 0

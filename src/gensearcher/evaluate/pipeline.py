@@ -110,14 +110,11 @@ async def _research(settings: Settings, items: list[Task], out: Path, concurrenc
     from gensearcher.agent import BatchRunner
 
     started = time.monotonic()
-    agent, tools = build_agent(settings, out, system_prompt_file, max_connections=max(concurrency, 1))
-    try:
+    async with build_agent(settings, out, system_prompt_file=system_prompt_file,
+                           max_connections=concurrency) as agent:
         with progress("research", len(items)) as reporter:
             runner = BatchRunner(agent, out, concurrency=concurrency, resume=True, on_item=reporter.update)
             summary = await runner.run(items)
-    finally:
-        await agent.policy.aclose()
-        await tools.aclose()
     # Costs of this benchmark's items only (the folder may hold trajectories of earlier, larger runs).
     wanted = {trajectory_filename(item.id) for item in items}
     trajectories = [load_trajectory(p) for p in (out / TRAJECTORY_DIR).glob("*.json") if p.name in wanted]
