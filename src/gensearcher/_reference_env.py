@@ -42,7 +42,7 @@ IGNORED = {
     "BROWSE_RANDOM_SLEEP": "no random delay before browse; the fetcher limits requests per host instead",
     "GEN_IMAGE_NANO_MAX_POLL": "unused by the reference as well",
     "DATASET_NAME": "an rllm dataset registry name; training reads data files",
-    "GEN_EVAL_INPUT_JSON": "give the file to the command (--input, --data)",
+    "GEN_EVAL_INPUT_JSON": "give the file to the command: --input or --data",
 }
 
 
