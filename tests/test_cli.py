@@ -17,12 +17,13 @@ from tests.helpers import answer, call
 PROMPT = "The yellow jersey winner on the podium"
 
 
-def gensearcher(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **(env or {})}
-    if "PYTHONPATH" in os.environ:  # a worktree's sources first, as in the parent
-        full_env.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
+def gensearcher(*args: str, cwd: Path, env: dict[str, str] | None = None,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    # A checkout under test (PYTHONPATH=src) stays first on the path of the command.
+    python_path = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+    full_env = {"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), **python_path, **(env or {})}
     return subprocess.run([sys.executable, "-m", "gensearcher", *args], capture_output=True, text=True, cwd=cwd,
-                          env=full_env, timeout=120)
+                          env=full_env, timeout=timeout, check=False)
 
 
 @pytest.fixture
@@ -107,3 +108,58 @@ def test_prompt_import_of_a_folder_that_is_no_checkout_is_one_line(tmp_path):
     assert "Traceback" not in result.stderr and not (tmp_path / "ref.json").exists()
     missing = gensearcher("prompts", "import-reference", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert missing.returncode == 2 and "not a folder" in missing.stderr
+
+
+POLICY = {"GENSEARCHER_POLICY_BASE_URL": "http://127.0.0.1:9/v1", "GENSEARCHER_POLICY_MODEL": "m"}
+
+
+@pytest.mark.parametrize("args, setting", [
+    (["research", "--input", "tasks.json", "--concurrency", "0"], "GENSEARCHER_AGENT_CONCURRENCY"),
+    (["generate", "--input", "tasks.json", "--out", "images", "--concurrency", "0"], "GENSEARCHER_GENERATOR_CONCURRENCY"),
+    (["judge", "--results", "tasks.json", "--out", "eval/results_eval.json", "--concurrency", "0"],
+     "GENSEARCHER_JUDGE_CONCURRENCY"),
+    (["eval", "knowgen", "--data", "tasks.json", "--out", "kg", "--judge-concurrency", "0"],
+     "GENSEARCHER_JUDGE_CONCURRENCY"),
+    (["eval", "knowgen", "--data", "tasks.json", "--out", "kg", "--research-concurrency", "-3"],
+     "GENSEARCHER_AGENT_CONCURRENCY"),
+    (["eval", "custom", "--data", "tasks.json", "--out", "kg", "--generate-concurrency", "0"],
+     "GENSEARCHER_GENERATOR_CONCURRENCY"),
+])
+def test_a_non_positive_concurrency_is_a_one_line_error_not_a_hang(tmp_path, args, setting):
+    (tmp_path / "tasks.json").write_text(json.dumps([{"id": 0, "prompt": "p", "gt_image": "gt.png"}]))
+    result = gensearcher(*args, cwd=tmp_path, env=POLICY, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert setting in result.stderr and "greater than or equal to 1" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert not (tmp_path / "kg").exists() and not (tmp_path / "eval").exists()
+
+
+def test_train_is_not_built_yet_and_says_so(tmp_path):
+    result = gensearcher("train", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip() == "error: training is not built yet (SFT and GRPO over TRL come next)"
+
+
+def test_judge_accepts_rows_without_id_as_the_reference_does(tmp_path):
+    """The reference evaluator numbers rows without `id` by their index; so do we."""
+    for index in range(3):
+        make_image(tmp_path / "gen" / f"{index}.png")
+        make_image(tmp_path / "gt" / f"{index}.png", color=(0, 0, 200))
+    rows = [{"success": True, "prompt": f"prompt {index}", "meta": {"category": "sports", "difficulty": "easy"},
+             "output_path": f"gen/{index}.png", "gt_image": f"gt/{index}.png"} for index in range(3)]
+    (tmp_path / "results.json").write_text(json.dumps(rows))
+
+    def judge_answer(body):
+        return json.dumps({"rationale": "Constraints: x.", "faithfulness": 1, "visual_correctness": 1,
+                           "text_accuracy": 0.5, "aesthetics": 1})
+
+    with ScriptedPolicyServer(judge_answer) as judge:
+        env = {"GENSEARCHER_JUDGE_BASE_URL": judge.base_url, "GENSEARCHER_JUDGE_MODEL": "judge",
+               "GENSEARCHER_CACHE_DIR": str(tmp_path / "cache")}
+        result = gensearcher("judge", "--results", "results.json", "--out", "eval/results_eval.json", "--concurrency",
+                             "2", "--no-progress", cwd=tmp_path, env=env)
+        prompts = sorted(str(request["messages"]) for request in judge.requests)
+    assert result.returncode == 0, result.stderr
+    judged = [row for row in json.loads((tmp_path / "eval" / "results_eval.json").read_text()) if "summary_type" not in row]
+    assert [(row["id"], row["prompt"], row["eval_success"]) for row in judged] == [
+        (index, f"prompt {index}", True) for index in range(3)]
+    assert len(prompts) == 3 and all(f"prompt {index}" in prompts[index] for index in range(3))

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from gensearcher.config import Settings, all_env_names, load_settings
 from gensearcher.errors import ConfigError
+
+# A checkout under test (PYTHONPATH=src) stays first on the path of the commands the tests run.
+PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
 
 
 def test_precedence_flag_over_env_over_dotenv_over_toml_over_default(tmp_path, monkeypatch):
@@ -95,12 +100,59 @@ def test_required_environment_names_exist():
 
 
 def test_config_command_masks_secrets_and_bad_config_exits_2(tmp_path):
-    env = {"PATH": "", "GENSEARCHER_POLICY_API_KEY": "sk-very-secret", "HOME": str(tmp_path)}
+    env = {"PATH": "", "GENSEARCHER_POLICY_API_KEY": "sk-very-secret", "HOME": str(tmp_path), **PYTHONPATH}
     result = subprocess.run([sys.executable, "-m", "gensearcher", "config"], capture_output=True, text=True, env=env,
-                            cwd=tmp_path, timeout=60)
+                            cwd=tmp_path, timeout=60, check=False)
     assert result.returncode == 0 and '"api_key": "***"' in result.stdout and "sk-very-secret" not in result.stdout
     env["GENSEARCHER_AGENT_MAX_LLM_CALLS"] = "zero"
     result = subprocess.run([sys.executable, "-m", "gensearcher", "config"], capture_output=True, text=True, env=env,
-                            cwd=tmp_path, timeout=60)
+                            cwd=tmp_path, timeout=60, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "GENSEARCHER_AGENT_MAX_LLM_CALLS" in result.stderr
+
+
+def test_every_setting_has_a_description():
+    from gensearcher._env_sources import leaf_fields
+
+    bare = [f"{section}.{field}" if section else field for section, field, info in leaf_fields(Settings)
+            if not (info.description or "").strip()]
+    assert bare == []
+
+
+def test_the_readme_table_is_generated_from_the_descriptions(tmp_path):
+    """The README's configuration table is `gensearcher config --markdown`; rerun it with --update README.md."""
+    from gensearcher._settings_docs import END, START, replace_block, settings_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split(START, 1)[1].split(END, 1)[0]
+    assert block == "\n" + settings_markdown(), "run: gensearcher config --markdown --update README.md"
+    table = settings_markdown()
+    for path, names in all_env_names().items():
+        assert f"| `{path}` | " + ", ".join(f"`{n}`" for n in names) + " |" in table
+    assert replace_block(f"a\n{START}\nold\n{END}\nb", "new\n") == f"a\n{START}\nnew\n{END}\nb"
+    copy = tmp_path / "README.md"
+    copy.write_text(f"intro\n{START}\nstale\n{END}\nrest\n")
+    result = subprocess.run([sys.executable, "-m", "gensearcher", "config", "--markdown", "--update", str(copy)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False,
+                            env={"PATH": "", "HOME": str(tmp_path), **PYTHONPATH})
+    assert result.returncode == 0, result.stderr
+    assert copy.read_text() == f"intro\n{START}\n{table}{END}\nrest\n"
+
+
+@pytest.mark.parametrize("overrides, name", [
+    ({"agent": {"concurrency": 0}}, "GENSEARCHER_AGENT_CONCURRENCY"),
+    ({"generator": {"concurrency": 0}}, "GENSEARCHER_GENERATOR_CONCURRENCY"),
+    ({"judge": {"concurrency": -1}}, "GENSEARCHER_JUDGE_CONCURRENCY"),
+    ({"reward": {"min_input_images": 5}}, "min_input_images is larger than max_input_images"),
+])
+def test_overrides_are_validated_like_every_other_source(overrides, name):
+    with pytest.raises(ConfigError, match=name):
+        load_settings(overrides)
+
+
+def test_a_policy_client_without_its_endpoint_is_a_config_error():
+    from gensearcher.config import PolicyConfig
+    from gensearcher.policy.openai_chat import OpenAIChatPolicy
+
+    with pytest.raises(ConfigError, match="base_url and model"):
+        OpenAIChatPolicy(PolicyConfig(model="m"))
