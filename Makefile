@@ -1,6 +1,6 @@
 # The two commands a newcomer needs:
 #   make demo   the whole job end to end, offline: research -> generation -> judging -> report
-#   make test   run the test suite
+#   make test   lint (ruff), type-check (mypy), then run the test suite
 # Both install what they need into .venv first (pip upgraded, versions pinned by constraints.txt).
 
 PYTHON ?= python3
@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 test: install
+	$(PY) -m ruff check src tests
+	$(PY) -m mypy src
 	$(PY) -m pytest -q
 
 demo: install
@@ -36,4 +38,4 @@ bench: install
 	@echo "benchmarks/gpu_generate.py needs a GPU: run it there (--tiny checks it on CPU)"
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache

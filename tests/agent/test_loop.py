@@ -55,7 +55,7 @@ async def test_answer_with_image_search_assigns_ids_attaches_images_and_enriches
 
 
 async def test_large_image_is_capped_to_max_pixels(make_agent):
-    trajectory, requests = await run(make_agent, [
+    trajectory, _requests = await run(make_agent, [
         call("image_search", query="second", top_k=3),
         answer("x", "IMG_003"),
     ], policy={"max_pixels": 10_000})
@@ -66,7 +66,7 @@ async def test_large_image_is_capped_to_max_pixels(make_agent):
 
 
 async def test_reseen_image_keeps_its_id_and_ids_continue(make_agent):
-    trajectory, requests = await run(make_agent, [
+    trajectory, _requests = await run(make_agent, [
         call("image_search", query="champion", top_k=2),   # pic0, pic1 -> IMG_001, IMG_002
         call("image_search", query="second", top_k=2),     # pic2, pic3 -> IMG_003, IMG_004
         call("image_search", query="champion", top_k=3),   # pic0, pic1 again, pic2 again
@@ -203,7 +203,7 @@ async def test_policy_failure_is_retried_then_recorded_as_error(make_agent):
 
 
 async def test_retry_after_429_then_success_records_attempts(make_agent):
-    trajectory, requests = await run(make_agent, [Reply(status=429, error="slow down", retry_after=0.05), answer("x")])
+    trajectory, _requests = await run(make_agent, [Reply(status=429, error="slow down", retry_after=0.05), answer("x")])
     assert trajectory.termination == "answer"
     assert trajectory.steps[0].attempts == 2
 

@@ -51,7 +51,7 @@ async def test_replay_needs_no_network_and_names_a_miss(tmp_path, live, local_we
     recorder.cache.close()
     replay = Web(None, WebCache(tmp_path / "c", mode="replay"))
     assert (await replay.fetch(local_web.url + "/page/tour.html")).body == recorded.body
-    with pytest.raises(CacheMiss, match="/page/trophy.html"):
+    with pytest.raises(CacheMiss, match=r"/page/trophy\.html"):
         await replay.fetch(local_web.url + "/page/trophy.html")
     replay.cache.close()
 
