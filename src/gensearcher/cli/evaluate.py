@@ -80,7 +80,7 @@ def eval_knowgen(data: Annotated[Path, typer.Option("--data", help="KnowGen-Benc
 
 @eval_app.command("wise")
 def eval_wise(data: Annotated[Path, typer.Option("--data", help="A WISE json file or folder.")], out: EvalOut,
-              version: Annotated[Literal["verified", "legacy"], typer.Option(help="verified or legacy")] = "verified",
+              version: Annotated[str, typer.Option(help="verified or legacy")] = "verified",
               baseline: Baseline = False, limit: Limit = None, categories: Categories = None,
               research_concurrency: ResearchN = None, generate_concurrency: GenerateN = None, judge_concurrency: JudgeN = None,
               rubric_file: RubricFile = None, system_prompt_file: SystemPrompt = None, config: ConfigFile = None,
@@ -88,8 +88,16 @@ def eval_wise(data: Annotated[Path, typer.Option("--data", help="A WISE json fil
     """WISE (verified or legacy): per area and overall with the version's weights. The agent never sees Explanation."""
     from gensearcher.evaluate import load_wise
 
-    benchmark: Benchmark = "wise-verified" if version == "verified" else "wise-legacy"
-    _run_eval_command(benchmark, lambda: load_wise(data, version), config=config, out=out, baseline=baseline, limit=limit,
+    # A plain string, checked here: a wrong value is then one line like every other input error.
+    versions: dict[str, Literal["verified", "legacy"]] = {"verified": "verified", "legacy": "legacy"}
+
+    def load() -> list[Any]:
+        if version not in versions:
+            raise UserError("--version must be verified or legacy")
+        return load_wise(data, versions[version])
+
+    benchmark: Benchmark = "wise-legacy" if version == "legacy" else "wise-verified"
+    _run_eval_command(benchmark, load, config=config, out=out, baseline=baseline, limit=limit,
                       categories=categories, research_concurrency=research_concurrency,
                       generate_concurrency=generate_concurrency, judge_concurrency=judge_concurrency,
                       rubric_file=rubric_file, system_prompt_file=system_prompt_file, progress=progress)
@@ -142,8 +150,7 @@ def eval_compare(run_a: Annotated[Path, typer.Argument(help="Eval folder (or res
 def judge(
     results: Annotated[Path, typer.Option("--results", help="A generation results.json (reference format).")],
     out: Annotated[Path, typer.Option("--out", help="results_eval.json to write (rerun to resume).")],
-    benchmark: Annotated[Literal["knowgen", "wise-verified", "wise-legacy"],
-                         typer.Option(help="knowgen, wise-verified or wise-legacy")] = "knowgen",
+    benchmark: Annotated[str, typer.Option(help="knowgen, wise-verified or wise-legacy")] = "knowgen",
     data: Annotated[Path | None, typer.Option(help="The WISE data (for the explanations).")] = None,
     concurrency: JudgeN = None,
     rubric_file: RubricFile = None,
@@ -166,21 +173,26 @@ def judge(
         from gensearcher.judge.judge import load_rubric_file
         from gensearcher.web import WebCache
 
+        kinds: dict[str, Literal["knowgen", "wise-verified", "wise-legacy"]] = {
+            "knowgen": "knowgen", "wise-verified": "wise-verified", "wise-legacy": "wise-legacy"}
+        if benchmark not in kinds:
+            raise UserError("--benchmark must be knowgen, wise-verified or wise-legacy")
+        kind = kinds[benchmark]
         explanations = {}
-        if benchmark != "knowgen":
+        if kind != "knowgen":
             if data is None:
                 raise UserError("WISE judging needs --data (the explanations)")
-            explanations = explanations_of(load_wise(data, "verified" if benchmark == "wise-verified" else "legacy"))
+            explanations = explanations_of(load_wise(data, "verified" if kind == "wise-verified" else "legacy"))
         settings = load_settings({"judge": {"concurrency": concurrency}}, config_file=config)
         rows = [row if row.get("id") is not None else {**row, "id": index} for index, row in enumerate(load_rows(results))]
         rubric = load_rubric_file(rubric_file)
         judge_ = Judge(settings.judge, cache=WebCache(settings.cache.dir or settings.output_dir / "web-cache"),
                        image_dir=out.parent / "judge-images",
-                       rubrics=judge_rubrics(settings.reference_texts, {benchmark: rubric} if rubric else None))
+                       rubrics=judge_rubrics(settings.reference_texts, {kind: rubric} if rubric else None))
         reporter = _ProgressReporter(len(rows), enabled=progress, label="judge")
 
         async def go() -> list[dict[str, Any]]:
-            runner = JudgeRunner(judge_, benchmark, concurrency=settings.judge.concurrency,
+            runner = JudgeRunner(judge_, kind, concurrency=settings.judge.concurrency,
                                  explanations=explanations, on_item=reporter.update)
             try:
                 with reporter:
@@ -189,7 +201,7 @@ def judge(
                 await judge_.aclose()
 
         judged = asyncio.run(go())
-        tables = score_tables(benchmark, judged)
+        tables = score_tables(kind, judged)
         write_json_atomic(out.with_name("scores.json"), tables)
         typer.echo(json.dumps({"overall": tables["overall"], "costs": judge_.costs()}, indent=2))
         return 0
