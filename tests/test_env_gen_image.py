@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from gensearcher.config import load_settings
 from gensearcher.errors import ConfigError
@@ -69,7 +70,12 @@ IGNORED = ["GEN_IMAGE_NANO_MAX_POLL", "BROWSE_GENERATE_ENGINE", "BROWSE_RANDOM_S
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "gensearcher.config" and r.levelno == logging.WARNING]
+    return [r.getMessage() for r in caplog.records
+            if r.name == "gensearcher.config" and r.levelno == logging.WARNING]
+
+
+def secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def test_every_variable_is_mapped_or_named_in_one_warning_line(tmp_path, caplog):
@@ -78,30 +84,32 @@ def test_every_variable_is_mapped_or_named_in_one_warning_line(tmp_path, caplog)
         s = load_settings()
     # The generator: Nano is the gemini backend, configured by GEN_IMAGE_NANO_*.
     g = s.generator
-    assert g.backend == "gemini" and g.api_key is not None and g.api_key.get_secret_value() == "nano-secret-key"
+    assert g.backend == "gemini" and secret(g.api_key) == "nano-secret-key"
     assert g.api_model == "gemini-3-pro-image-preview" and g.api_base_url == "http://127.0.0.1:8103/v1beta"
-    assert g.timeout_s == 1200  # the smaller of GEN_IMAGE_NANO_TIMEOUT and GEN_IMAGE_TIMEOUT, as the reference
+    assert g.timeout_s == 1200  # the smaller of GEN_IMAGE_NANO_TIMEOUT and GEN_IMAGE_TIMEOUT (the reference)
     assert g.max_retries == 29  # 30 attempts
     assert g.app_urls == ["http://127.0.0.1:8101", "http://127.0.0.1:8102"] and g.app_path == "/generate"
     assert g.concurrency == 32
     # The judge (the reward's and the evaluation's) and the RL reward gate.
     j = s.judge
-    assert j.api_key is not None and j.api_key.get_secret_value() == "reward-secret-key"
-    assert (j.base_url, j.model, j.max_retries, j.text_coef) == ("http://127.0.0.1:8104/v1", "gpt-4.1-judge", 29, 0.5)
+    assert secret(j.api_key) == "reward-secret-key" and (j.base_url, j.model) == ("http://127.0.0.1:8104/v1",
+                                                                                "gpt-4.1-judge")
+    assert (j.max_retries, j.text_coef) == (29, 0.5)
     assert (s.reward.min_input_images, s.reward.max_input_images) == (2, 3)
     assert s.reward.image_dir == Path("output_images")
     # The agent, its policy (the evaluation runner's OPENAI_* and GEN_EVAL_MODEL) and its tools.
     assert (s.agent.max_llm_calls, s.agent.max_new_tokens_per_turn, s.policy.max_pixels) == (7, 2048, 90000)
     assert s.policy.base_url == "http://127.0.0.1:8107/v1" and s.policy.model == "Gen-Searcher-8B"
-    assert s.policy.api_key is not None and s.policy.api_key.get_secret_value() == "policy-secret-key"
+    assert secret(s.policy.api_key) == "policy-secret-key"
     search = s.search
     assert (search.text_search_url, search.image_search_url) == ("http://127.0.0.1:8105/search",
                                                                 "http://127.0.0.1:8105/images")
-    assert search.serper_api_key is not None and search.serper_api_key.get_secret_value() == "serper-secret-key"
-    assert search.jina_api_keys is not None and search.jina_api_keys.get_secret_value() == "jina-secret-key"
+    assert secret(search.serper_api_key) == "serper-secret-key"
+    assert secret(search.jina_api_keys) == "jina-secret-key"
     assert search.image_dir == Path("cached_images") and s.fetch.user_agent == "TestAgent/1.0"
-    assert (search.summary_base_url, search.summary_model) == ("http://127.0.0.1:8106/v1", "Qwen3-VL-30B-A3B-Instruct")
-    assert search.summary_api_key is not None and search.summary_api_key.get_secret_value() == "summary-secret-key"
+    assert search.summary_base_url == "http://127.0.0.1:8106/v1"
+    assert search.summary_model == "Qwen3-VL-30B-A3B-Instruct"
+    assert secret(search.summary_api_key) == "summary-secret-key"
     # Everything else: one line, each variable with its reason; nothing mapped in it, no secret, no empty one.
     lines = warnings_of(caplog)
     assert len(lines) == 1 and "\n" not in lines[0]
@@ -123,11 +131,12 @@ def test_gen_image_service_selects_the_generator(tmp_path, caplog, service, back
         s = load_settings()
     assert s.generator.resolved_backend() == backend
     if backend == "gemini":
-        assert s.generator.api_key is not None and s.generator.max_retries == 4 and not warnings_of(caplog)
+        assert secret(s.generator.api_key) == "nano-key" and s.generator.max_retries == 4
+        assert not warnings_of(caplog)
     else:  # Nano's key is not sent to another vendor
         assert s.generator.api_key is None and s.generator.max_retries == 3
-        assert warnings_of(caplog) == [".env.gen_image: ignored GEN_IMAGE_NANO_API_KEY (GEN_IMAGE_SERVICE is not "
-                                       "nano); GEN_IMAGE_NANO_MAX_TRY (GEN_IMAGE_SERVICE is not nano)"]
+        assert warnings_of(caplog) == [".env.gen_image: ignored GEN_IMAGE_NANO_API_KEY (GEN_IMAGE_SERVICE is "
+                                       "not nano); GEN_IMAGE_NANO_MAX_TRY (GEN_IMAGE_SERVICE is not nano)"]
 
 
 def test_precedence_environment_over_dotenv_over_gen_image_file(tmp_path, monkeypatch):
@@ -163,10 +172,11 @@ def test_bad_values_are_config_errors_naming_the_variable(tmp_path, text, messag
 
 
 def test_the_command_line_reads_it_and_warns_once(tmp_path):
-    (tmp_path / ".env.gen_image").write_text("GEN_IMAGE_SERVICE=nano\nGEN_IMAGE_NANO_API_KEY=nano-secret-key\n"
-                                             "BROWSE_RANDOM_SLEEP=1\n")
+    (tmp_path / ".env.gen_image").write_text(
+        "GEN_IMAGE_SERVICE=nano\nGEN_IMAGE_NANO_API_KEY=nano-secret-key\nBROWSE_RANDOM_SLEEP=1\n")
     result = subprocess.run([sys.executable, "-m", "gensearcher", "config"], capture_output=True, text=True,
-                            cwd=tmp_path, env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **PYTHONPATH},
+                            cwd=tmp_path, env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+                                               **PYTHONPATH},
                             timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert '"backend": "gemini"' in result.stdout and "nano-secret-key" not in result.stdout + result.stderr

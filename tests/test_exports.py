@@ -15,8 +15,9 @@ import gensearcher
 
 # Every package, found rather than listed, so a new one must declare its exports too; plus the top-level
 # modules whose names are the API. The command line's API is the command, not its Python names.
-PACKAGES = sorted(["gensearcher", *(m.name for m in pkgutil.walk_packages(gensearcher.__path__, "gensearcher.")
-                                    if m.ispkg and m.name != "gensearcher.cli")])
+_FOUND = pkgutil.walk_packages(gensearcher.__path__, "gensearcher.")
+PACKAGES = sorted(["gensearcher",
+                   *(info.name for info in _FOUND if info.ispkg and info.name != "gensearcher.cli")])
 MODULES = ["gensearcher.config", "gensearcher.errors", "gensearcher.pipeline"]
 
 
@@ -42,10 +43,11 @@ def test_all_is_complete(name):
     unexported = [attribute for attribute, value in vars(module).items()
                   if not attribute.startswith("_") and not isinstance(value, types.ModuleType)
                   and defined_here(value) and attribute not in module.__all__]
-    assert unexported == [], f"public in {name} but not in its __all__ (export it, or name it with a leading _)"
+    assert unexported == [], f"public in {name} but not in __all__ (export it, or give it a leading _)"
 
 
 def test_importing_the_package_is_light():
-    code = "import gensearcher.agent, sys; print(any(m in sys.modules for m in ('torch', 'transformers', 'fastapi')))"
+    heavy = "('torch', 'transformers', 'fastapi')"
+    code = f"import gensearcher.agent, sys; print(any(m in sys.modules for m in {heavy}))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.stdout.strip() == "False"

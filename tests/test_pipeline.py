@@ -55,12 +55,14 @@ def corpus(tmp_path):
 
 
 def settings_for(corpus, apis, **policy):
+    generator = {"backend": "openai", "api_key": KEY, "api_base_url": apis.url + "/v1"}
     return load_settings({"search": {"backend": "local", "local_corpus": corpus}, "policy": policy,
-                          "generator": {"backend": "openai", "api_key": KEY, "api_base_url": apis.url + "/v1"}})
+                          "generator": generator})
 
 
 async def test_run_one_researches_renders_and_records(tmp_path, corpus):
-    script = {PROMPT: [call("image_search", query="podium"), answer("The podium of the first reference image.", "IMG_001")],
+    script = {PROMPT: [call("image_search", query="podium"),
+                       answer("The podium of the first reference image.", "IMG_001")],
               "no answer please": ["I will not use the protocol."] * 20}
     with ScriptedPolicyServer(script) as server, ImageApis() as apis:
         policy = Owned(OpenAIChatPolicy(PolicyConfig(base_url=server.base_url, model="m", max_retries=0)))

@@ -78,7 +78,8 @@ def translate(values: Mapping[str, str], *, backend: str | None, known: Collecti
             continue  # an empty value sets nothing, in the reference too
         if name == "GEN_IMAGE_SERVICE":
             backend_name = _service(value)
-            if not values.get("GENSEARCHER_GENERATOR", "").strip():  # our own alias wins, as in generator_backend
+            # Our own alias wins, as in generator_backend.
+            if not values.get("GENSEARCHER_GENERATOR", "").strip():
                 put("GENSEARCHER_GENERATOR_BACKEND", backend_name)
         elif name in _NANO or name in ("GEN_IMAGE_NANO_TIMEOUT", "GEN_IMAGE_NANO_MAX_TRY"):
             if backend != "gemini":

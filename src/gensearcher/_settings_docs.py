@@ -1,4 +1,7 @@
-"""The README's configuration table, generated from the settings' descriptions (`gensearcher config --markdown`)."""
+"""The README's configuration table, generated from the settings' descriptions.
+
+`gensearcher config --markdown` prints it; `--update README.md` rewrites the block between the markers.
+"""
 
 from __future__ import annotations
 

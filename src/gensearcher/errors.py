@@ -66,4 +66,4 @@ class ToolError(GenSearcherError):
 
 
 class GenerationError(GenSearcherError):
-    """An image could not be generated for one item (missing reference, backend failure). The batch records it."""
+    """No image for one item (a missing reference, a backend failure); the batch records it."""

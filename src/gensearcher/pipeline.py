@@ -32,8 +32,8 @@ class GenerationSummary(BaseModel):
     backend: str = Field(description="The generator backend that made it.")
     model: str | None = Field(None, description="The model or server that made it.")
     used_images: list[str] = Field([], description="Reference images the generator received, in order.")
-    dropped_references: list[DroppedReference] = Field([], description="References it could not take, and why.")
-    parameters: dict[str, Any] = Field({}, description="The generation parameters it used (steps, seed, ...).")
+    dropped_references: list[DroppedReference] = Field([], description="References it could not take; why.")
+    parameters: dict[str, Any] = Field({}, description="The parameters it used (steps, seed, ...).")
     seconds: float = Field(0.0, description="Time of the generation, retries included.")
 
 
@@ -45,7 +45,7 @@ class RunRecord(BaseModel):
     trajectory: str = Field(description="Absolute path of trajectory.json.")
     image: str | None = Field(None, description="Absolute path of image.png; None when no image was made.")
     gen_prompt: str | None = Field(None, description="The grounded prompt the research wrote.")
-    reference_images: list[ReferenceImage] = Field([], description="The references the answer cited, in order.")
+    reference_images: list[ReferenceImage] = Field([], description="The answer's references, in order.")
     generation: GenerationSummary | None = Field(None, description="What the generator did.")
     error: str | None = Field(None, description="Why there is no image, when there is none.")
 
@@ -59,7 +59,8 @@ async def run_one(settings: Settings, prompt: str, out_dir: Path, *, system_prom
     """
     backend = generator if generator is not None else build_generator(settings)
     try:
-        async with build_agent(settings, out_dir, policy=policy, system_prompt_file=system_prompt_file) as agent:
+        async with build_agent(settings, out_dir, policy=policy,
+                               system_prompt_file=system_prompt_file) as agent:
             trajectory = await agent.run(Task(id=0, prompt=prompt))
         path = out_dir / "trajectory.json"
         write_atomic(path, trajectory.model_dump_json(indent=1).encode("utf-8"))
@@ -70,7 +71,8 @@ async def run_one(settings: Settings, prompt: str, out_dir: Path, *, system_prom
         else:
             record.gen_prompt, record.reference_images = answer.gen_prompt, list(answer.reference_images)
             try:
-                result = await backend.generate(_request(settings, answer.gen_prompt, answer.reference_images))
+                request = _request(settings, answer.gen_prompt, answer.reference_images)
+                result = await backend.generate(request)
             except GenerationError as exc:
                 record.error = str(exc)
             else:
