@@ -16,6 +16,7 @@
     │   ├── server.workers.QueueFull           the generator server's queue is full (HTTP 429)
     │   ├── server.workers.WorkerFailure       the pipeline raised, or its worker process died
     │   └── server.workers.NoCapableWorker     no worker serves this kind of request (text or edit)
+    ├── data.io.PathNotFound     an input file names a path that resolves nowhere; an item error
     └── judge.JudgeError         no usable judgement after the retries; the row records it
 
 Mistakes of the *model* (malformed tags, unknown tools, bad arguments) are not exceptions at all:

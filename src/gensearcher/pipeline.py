@@ -14,8 +14,9 @@ from pydantic import BaseModel, Field
 
 from gensearcher._files import write_atomic
 from gensearcher.agent.factory import build_agent
-from gensearcher.agent.trajectory import ReferenceImage, Task, Termination
+from gensearcher.agent.trajectory import Termination, save_trajectory
 from gensearcher.config import Settings
+from gensearcher.data import ReferenceImage, Task
 from gensearcher.errors import GenerationError
 from gensearcher.generate import GenerationRequest, Generator, build_generator
 from gensearcher.generate.base import DroppedReference, request_defaults
@@ -63,7 +64,7 @@ async def run_one(settings: Settings, prompt: str, out_dir: Path, *, system_prom
                                system_prompt_file=system_prompt_file) as agent:
             trajectory = await agent.run(Task(id=0, prompt=prompt))
         path = out_dir / "trajectory.json"
-        write_atomic(path, trajectory.model_dump_json(indent=1).encode("utf-8"))
+        save_trajectory(trajectory, path)
         record = RunRecord(prompt=prompt, termination=trajectory.termination, trajectory=str(path.resolve()))
         answer = trajectory.answer
         if answer is None:

@@ -96,7 +96,6 @@ def research(
 
 
 async def _research_one(settings: Settings, prompt: str, out: Path | None, system_prompt_file: Path | None) -> int:
-    from gensearcher._files import write_atomic
     from gensearcher.agent import Task
 
     out_dir = out or settings.output_dir / f"research-{_dt.datetime.now():%Y%m%d-%H%M%S}"

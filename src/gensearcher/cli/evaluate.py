@@ -14,7 +14,8 @@ from gensearcher.cli import ConfigFile, _guarded, _ProgressReporter, app, eval_a
 from gensearcher.errors import UserError
 
 if TYPE_CHECKING:
-    from gensearcher.evaluate.data import Benchmark
+    from gensearcher.data import JudgedRow
+    from gensearcher.evaluate.benchmarks import Benchmark
 
 
 def _run_eval_command(benchmark: Benchmark, load: Callable[[], list[Any]], *, config: Path | None, out: Path,
@@ -127,7 +128,7 @@ def eval_compare(run_a: Annotated[Path, typer.Argument(help="Eval folder (or res
         from gensearcher.evaluate.runner import item_results, load_rows
         from gensearcher.evaluate.scores import compare, knowgen_overall, wise_area, wise_tables
 
-        def rows_of(path: Path) -> list[dict[str, Any]]:
+        def rows_of(path: Path) -> list[JudgedRow]:
             return load_rows(path / "results_eval.json" if path.is_dir() else path)
 
         a, b = item_results(rows_of(run_a)), item_results(rows_of(run_b))
@@ -159,7 +160,7 @@ def judge(
 ) -> None:
     """Judge an existing generation output; writes the reference evaluation format plus scores.json beside it.
 
-    Rows without an `id` get their index, as in the reference evaluator.
+    Rows without an `id` get their index, as in the reference evaluator (`evaluate.runner.load_rows`).
     """
 
     def body() -> int:
@@ -184,14 +185,14 @@ def judge(
                 raise UserError("WISE judging needs --data (the explanations)")
             explanations = explanations_of(load_wise(data, "verified" if kind == "wise-verified" else "legacy"))
         settings = load_settings({"judge": {"concurrency": concurrency}}, config_file=config)
-        rows = [row if row.get("id") is not None else {**row, "id": index} for index, row in enumerate(load_rows(results))]
+        rows = load_rows(results)
         rubric = load_rubric_file(rubric_file)
         judge_ = Judge(settings.judge, cache=WebCache(settings.cache.dir or settings.output_dir / "web-cache"),
                        image_dir=out.parent / "judge-images",
                        rubrics=judge_rubrics(settings.reference_texts, {kind: rubric} if rubric else None))
         reporter = _ProgressReporter(len(rows), enabled=progress, label="judge")
 
-        async def go() -> list[dict[str, Any]]:
+        async def go() -> list[JudgedRow]:
             runner = JudgeRunner(judge_, kind, concurrency=settings.judge.concurrency,
                                  explanations=explanations, on_item=reporter.update)
             try:
