@@ -17,7 +17,7 @@ from gensearcher.errors import GenSearcherError
 
 # Lowest first. A unit may import only units of a lower layer (and itself).
 LAYERS: list[set[str]] = [
-    {"__init__", "errors", "_files", "_http", "_concurrency"},
+    {"__init__", "errors", "_files", "_http", "_concurrency", "_redact"},
     {"_env_sources", "_reference_env"},
     {"config"},
     {"messages"},

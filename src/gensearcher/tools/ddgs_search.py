@@ -34,7 +34,7 @@ class DdgsBackend:
                 results = await asyncio.to_thread(self._blocking, kind, query, count)
             except ToolError:
                 raise
-            except Exception as exc:  # ddgs raises its own exception types
+            except Exception as exc:  # noqa: BLE001 - ddgs raises its own exception types
                 message = str(exc)
                 if "No results found" in message:
                     return b"[]"

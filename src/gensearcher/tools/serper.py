@@ -43,7 +43,7 @@ class SerperBackend:
             if exc.status == 403:
                 raise ToolError("Serper refused the API key (HTTP 403)") from None
             raise
-        return payload  # type: ignore[no-any-return]
+        return payload
 
     async def search(self, query: str, top_k: int, used: list[str]) -> list[WebHit]:
         payload = await self._post(self.search_url, "serper.search", query, top_k, used, "organic")

@@ -209,4 +209,4 @@ def _kill_all(workers: set[_Worker]) -> None:
 
 def _ask(worker: _Worker, job: tuple[bytes, str, str, int]) -> tuple[Any, ...]:
     worker.conn.send(job)
-    return worker.conn.recv()  # type: ignore[no-any-return]
+    return worker.conn.recv()
