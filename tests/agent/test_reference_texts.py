@@ -168,18 +168,16 @@ async def test_settings_point_the_agent_and_the_judge_at_the_texts(tmp_path, tex
     settings = load_settings({"reference_texts": str(texts_file), "agent": {"date": "2026-11-27"},
                               "policy": {"base_url": "http://127.0.0.1:9/v1", "model": "m"},
                               "search": {"backend": "serper", "serper_api_key": "k"}})
-    agent, research = build_agent(settings, tmp_path / "run")
-    try:
+    async with build_agent(settings, tmp_path / "run") as agent:
         assert agent.system_prompt == SYSTEM + "2026-11-27"
         assert agent.record["reference_texts_sha256"] == load_reference_texts(texts_file).digest()
-    finally:
-        await agent.policy.aclose()
-        await research.aclose()
     with pytest.raises(UserError, match="choose one"):
-        build_agent(settings, tmp_path / "run", system_prompt_file=texts_file)
+        async with build_agent(settings, tmp_path / "run", system_prompt_file=texts_file):
+            pass
     missing = settings.model_copy(update={"reference_texts": tmp_path / "moved.json"})
     with pytest.raises(ConfigError, match="GENSEARCHER_REFERENCE_TEXTS: reference texts file not found"):
-        build_agent(missing, tmp_path / "run")
+        async with build_agent(missing, tmp_path / "run"):
+            pass
 
     for name in ("generated.png", "truth.png"):
         Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / name)

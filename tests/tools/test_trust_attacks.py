@@ -115,12 +115,8 @@ async def test_model_cannot_reach_other_loopback_ports(servers, tmp_path: Path, 
                        **({"jina_api_keys": "jina-key-123456", "jina_url": search.url + "/jina"} if jina else {})},
         })
         out = tmp_path / "run"
-        agent, tools = build_agent(settings, out)
-        try:
+        async with build_agent(settings, out) as agent:
             trajectory = await agent.run(Task(id="t", prompt=prompt))
-        finally:
-            await agent.policy.aclose()
-            await tools.aclose()
         sent_to_policy = repr(policy.requests)
 
     steps = [step.tool_call for step in trajectory.steps if step.tool_call is not None]
