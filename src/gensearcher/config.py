@@ -28,7 +28,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gensearcher._env_sources import ENV_PREFIX, NamedEnvSource, env_name, env_names, leaf_fields, read_dotenv

@@ -167,9 +167,10 @@ class PipelineSet:
 
         placement = {"device_map": "auto"} if self.device.startswith("cuda") else {}
         try:
-            model = AutoModelForCausalLM.from_pretrained(slot.model, trust_remote_code=True, attn_implementation="sdpa",
-                                                         moe_impl="eager", dtype=_torch_dtype(self.dtype, self.device),
-                                                         **placement)
+            # The checkpoint's own code: its methods (load_tokenizer, generate_image) are not known statically.
+            model: Any = AutoModelForCausalLM.from_pretrained(
+                slot.model, trust_remote_code=True, attn_implementation="sdpa", moe_impl="eager",
+                dtype=_torch_dtype(self.dtype, self.device), **placement)
             model.load_tokenizer(slot.model)
         except (OSError, ValueError, TypeError, ImportError, AttributeError) as exc:
             raise ConfigError(f"cannot load the transformers model {slot.model!r}: {exc}") from None

@@ -185,7 +185,8 @@ def _t5(tokenizer: Any, d_model: int) -> Any:
 
     return T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=32, num_layers=1,
                                    num_heads=2, relative_attention_num_buckets=8, pad_token_id=tokenizer.pad_token_id,
-                                   decoder_start_token_id=tokenizer.pad_token_id))
+                                   # kept as an attribute; transformers' annotations do not list it
+                                   **{"decoder_start_token_id": tokenizer.pad_token_id}))
 
 
 def _qwen3(tokenizer: Any, *, layers: int = 2, causal_lm: bool = False) -> Any:
