@@ -27,9 +27,16 @@ LAYERS: list[set[str]] = [
     {"agent"},
     {"generate", "judge"},  # judge reads answers with the agent's lenient JSON
     {"server", "evaluate", "pipeline"},
-    {"cli", "train", "viewer", "testing"},  # testing: doubles shipped for users' tests
+    {"viewer"},  # reads every stage's files and the evaluation's scores
+    {"cli", "train", "testing"},  # testing: doubles shipped for users' tests
     {"__main__"},
 ]
+# Upward edges known and to be removed: each must still exist (delete its line when it is gone).
+KNOWN_UPWARD = {
+    # run_eval writes its report as the viewer's static export, while the viewer reads evaluate's scores:
+    # the export belongs to the caller (the eval command) or evaluate's report must not need the viewer.
+    "evaluate/pipeline.py imports viewer",
+}
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 ROOT = Path(gensearcher.__file__).parent
 
@@ -64,13 +71,14 @@ def test_every_unit_has_a_layer():
 
 
 def test_no_lower_layer_imports_a_higher_one():
-    upward = []
+    upward = set()
     for path in sorted(ROOT.rglob("*.py")):
         unit = unit_of(path)
         for target in imported_units(path) - {unit}:
             if RANK.get(target, len(LAYERS)) >= RANK[unit]:
-                upward.append(f"{path.relative_to(ROOT)} ({unit}) imports {target}")
-    assert upward == []
+                upward.add(f"{path.relative_to(ROOT)} imports {target}")
+    assert upward - KNOWN_UPWARD == set()
+    assert KNOWN_UPWARD - upward == set(), "an upward edge is gone: delete it from KNOWN_UPWARD"
 
 
 def test_the_check_sees_lazy_imports(tmp_path):

@@ -3,7 +3,8 @@
     GenSearcherError
     ├── UserError                the user can fix it (bad file, bad flag); the CLI prints one line, exit 2
     │   ├── ConfigError          a setting is missing or invalid; names the setting (its environment variable)
-    │   └── server.app.InputError      a bad request to the generator server (its status, a JSON error body)
+    │   ├── server.app.InputError      a bad request to the generator server (its status, a JSON error body)
+    │   └── server.guard.BodyTooLarge  a request body grew past the server's cap (413)
     ├── NotBuiltError            a declared feature not implemented yet (`gensearcher train`); exit 2
     ├── PolicyError              the policy endpoint or model failed (infrastructure); the batch records it
     │   └── ContextLengthExceeded      the conversation no longer fits the model's context
@@ -17,6 +18,7 @@
     │   ├── server.workers.WorkerFailure       the pipeline raised, or its worker process died
     │   └── server.workers.NoCapableWorker     no worker serves this kind of request (text or edit)
     ├── data.io.PathNotFound     an input file names a path that resolves nowhere; an item error
+    ├── viewer.files.Refused     a viewer request for a file outside the served folders (404)
     └── judge.JudgeError         no usable judgement after the retries; the row records it
 
 Mistakes of the *model* (malformed tags, unknown tools, bad arguments) are not exceptions at all:
