@@ -32,11 +32,7 @@ LAYERS: list[set[str]] = [
     {"__main__"},
 ]
 # Upward edges known and to be removed: each must still exist (delete its line when it is gone).
-KNOWN_UPWARD = {
-    # run_eval writes its report as the viewer's static export, while the viewer reads evaluate's scores:
-    # the export belongs to the caller (the eval command) or evaluate's report must not need the viewer.
-    "evaluate/pipeline.py imports viewer",
-}
+KNOWN_UPWARD: set[str] = set()
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 ROOT = Path(gensearcher.__file__).parent
 

@@ -6,6 +6,7 @@ import hashlib
 import io
 import math
 from pathlib import Path
+from typing import Any
 
 from gensearcher._files import write_atomic
 from gensearcher.errors import ToolError
@@ -53,7 +54,7 @@ def prepare_for_policy(source: Path, store_dir: Path, max_pixels: int) -> ImageR
     return ImageRef(path=str(target.resolve()), sha256=digest, width=size[0], height=size[1])
 
 
-def _to_rgb(image):  # type: ignore[no-untyped-def]
+def _to_rgb(image: Any) -> Any:
     from PIL import Image
 
     if image.mode in ("RGBA", "LA", "P"):
@@ -98,7 +99,7 @@ DEFAULT_MAX_PIXELS = 16_777_216  # 4096x4096: four times what is stored (stored_
 BYTES_PER_DECODED_PIXEL = 8  # RGBA decode + RGB composite + resize output: measured peak of one store_image_bytes
 
 
-def _decode_size(image, stored_pixels: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def _decode_size(image: Any, stored_pixels: int) -> tuple[int, int]:
     """The size the decoder will produce: JPEG decodes downscaled (DCT scaling) towards the stored size."""
     if image.format == "JPEG":
         target = fit_to_pixels(image.width, image.height, stored_pixels)
@@ -109,7 +110,7 @@ def _decode_size(image, stored_pixels: int) -> tuple[int, int]:  # type: ignore[
     return image.width, image.height
 
 
-def _check_declared(image, kind: str, max_pixels: int, stored_pixels: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def _check_declared(image: Any, kind: str, max_pixels: int, stored_pixels: int) -> tuple[int, int]:
     """The decoded size, after refusing what would decode to more than `max_pixels` (the bomb guard)."""
     if image.format == "JPEG" and image.width * image.height > _MAX_SOURCE_PIXELS:
         raise ToolError(f"image too large ({image.width}x{image.height} pixels)")

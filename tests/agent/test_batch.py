@@ -78,9 +78,8 @@ async def test_batch_writes_reference_format_and_records_failures(make_agent, tm
 async def test_existing_results_need_resume(make_agent, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "results.json").write_text("[]")
-    with ScriptedPolicyServer({}) as server:
-        with pytest.raises(UserError, match="resume that run"):
-            await BatchRunner(make_agent(server), tmp_path / "out").run(load_tasks_from(tmp_path, knowgen_items(1)))
+    with ScriptedPolicyServer({}) as server, pytest.raises(UserError, match="resume that run"):
+        await BatchRunner(make_agent(server), tmp_path / "out").run(load_tasks_from(tmp_path, knowgen_items(1)))
 
 
 def load_tasks_from(tmp_path, items):

@@ -45,7 +45,7 @@ def reference_by_hand(ids):
     for group, categories in groups.items():
         members = [item(ANSWERS[i][1]) for i in ids if ANSWERS[i][0] in categories]
         if not members:
-            out[group] = {d: 0.0 for d in DIMS} | {"overall": 0.0}
+            out[group] = dict.fromkeys(DIMS, 0.0) | {"overall": 0.0}
             continue
         means = {d: fmean(v[d] for v, _ in members) for d in ("faithfulness", "visual_correctness", "aesthetics")}
         texts = [v["text_accuracy"] for v, na in members if not na]

@@ -116,6 +116,9 @@ async def test_killed_in_each_stage_then_resumed(bench, tiny_text_model, tiny_ed
     rows = json.loads((tmp_path / "run" / "results_eval.json").read_text())
     assert rows[-1]["summary_type"] == "overall_avg"
     assert {"id", "success", "prompt", "meta", "output_path", "gt_image", "eval_success", "scores"} <= set(rows[0])
+    from gensearcher.viewer.export import export_runs  # what the eval command does after run_eval
+
+    export_runs([tmp_path / "run"], tmp_path / "run" / "report")
     html = (tmp_path / "run" / "report" / "items-0.html").read_text()
     assert "task 2" in html and 'data-category="film"' in html and 'src="thumbs/' in html
 

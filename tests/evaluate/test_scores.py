@@ -3,10 +3,10 @@
 import pytest
 
 from gensearcher.evaluate import ItemResult, compare, knowgen_tables, wise_tables
-from gensearcher.judge import parse_judgement
-from gensearcher.judge.judge import snap
 from gensearcher.evaluate.runner import reference_summary_rows
 from gensearcher.evaluate.scores import knowgen_aggregate, knowgen_overall
+from gensearcher.judge import parse_judgement
+from gensearcher.judge.judge import snap
 
 
 def judged(id, category, f, v, t, a, *, na=False, difficulty="easy"):
@@ -84,7 +84,7 @@ def test_wise_weights():
     assert verified["overall"]["reference"] == round(0.4 * 1 + 0.12 * (0.5 + 0 + 1 + 1 + 0), 4)
     legacy = wise_tables(items, "legacy", resamples=50)
     assert legacy["overall"]["reference"] == round(0.4 + 0.167 * 0.5 + 0.1 + 0.1, 4)
-    assert wise_tables(items + [ItemResult(id=99, category="Music")], "verified", resamples=0)["unknown_categories"] == {"Music": 1}
+    assert wise_tables([*items, ItemResult(id=99, category="Music")], "verified", resamples=0)["unknown_categories"] == {"Music": 1}
 
 
 @pytest.mark.parametrize("raw, expected", [

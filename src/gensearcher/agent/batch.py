@@ -22,7 +22,15 @@ from pydantic import BaseModel, ValidationError
 
 from gensearcher.agent.loop import Agent
 from gensearcher.agent.trajectory import TRAJECTORY_DIR, Trajectory, load_trajectory, save_trajectory
-from gensearcher.data import ChatTurn, ResearchRow, Task, ThrottledWriter, json_array, read_rows, resolve_or_keep
+from gensearcher.data import (
+    ChatTurn,
+    ResearchRow,
+    Task,
+    ThrottledWriter,
+    json_array,
+    read_rows,
+    resolve_or_keep,
+)
 from gensearcher.data.io import dumps, unique_ids, validation_message
 from gensearcher.errors import UserError
 

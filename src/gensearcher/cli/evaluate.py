@@ -46,6 +46,10 @@ def _run_eval_command(benchmark: Benchmark, load: Callable[[], list[Any]], *, co
                                       generate_concurrency=settings.generator.concurrency,
                                       progress=lambda stage, total: _ProgressReporter(total, enabled=progress, label=stage),
                                       rubric=load_rubric_file(rubric_file), system_prompt_file=system_prompt_file))
+        from gensearcher.viewer.export import export_runs
+
+        # The report is the viewer's static export (the same pages as `gensearcher view --export`).
+        report["report"] = str(export_runs([out], out / "report"))
         typer.echo(json.dumps(report, indent=2, default=str))
         return 0
 

@@ -184,10 +184,9 @@ class ThrottledWriter:
     async def flush(self) -> None:
         """Wait for a rewrite in flight, then write the current state (with fsync)."""
         if self._pending is not None:
-            try:
-                await self._pending
-            except Exception:  # the final write below reports any real problem
-                pass
+            # A failed background rewrite is not reported here: the final write below meets the same
+            # problem (a full disk, a removed folder) and raises it.
+            await asyncio.gather(self._pending, return_exceptions=True)
         rows = self._snapshot()
         await asyncio.to_thread(write_atomic, self.path, self.render(rows))
 

@@ -11,15 +11,16 @@ finished external call, and ends with the numbers an uninterrupted run gives.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gensearcher._files import write_json_atomic
-from gensearcher.config import Settings
 from gensearcher.agent.batch import trajectory_filename
 from gensearcher.agent.trajectory import TRAJECTORY_DIR, load_trajectory
+from gensearcher.config import Settings
 from gensearcher.data import JudgedRow, ResearchRow, Task, read_records
 from gensearcher.evaluate.benchmarks import Benchmark
 from gensearcher.evaluate.runner import JudgeRunner, explanations_of, item_results
@@ -34,7 +35,7 @@ def judge_kind(benchmark: Benchmark, items: list[Task]) -> Kind:
     if benchmark == "knowgen":
         return "knowgen"
     if benchmark in ("wise-verified", "wise-legacy"):
-        return benchmark  # type: ignore[return-value]
+        return benchmark
     if all(item.gt_image for item in items):
         return "knowgen"
     if all(item.explanation for item in items):
@@ -59,7 +60,7 @@ async def run_eval(settings: Settings, benchmark: Benchmark, items: list[Task], 
                   image_dir=out / "judge-images",
                   rubrics=judge_rubrics(settings.reference_texts, {kind: rubric} if rubric else None))
     costs: dict[str, Any] = {}
-    out.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     try:
         if baseline:
             rows = [ResearchRow(id=i.id, prompt=i.prompt, meta=i.meta, gt_image=i.gt_image) for i in items]
@@ -92,9 +93,6 @@ async def run_eval(settings: Settings, benchmark: Benchmark, items: list[Task], 
     tables = score_tables(kind, judged)
     write_json_atomic(out / "scores.json", tables)
     write_json_atomic(out / "costs.json", costs)
-    from gensearcher.viewer.export import export_runs
-
-    export_runs([out], out / "report")  # the report is the viewer's static export (gensearcher view --export)
     return {"scores": tables.get("overall"), "costs": costs, "out": str(out)}
 
 

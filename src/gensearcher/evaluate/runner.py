@@ -15,7 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gensearcher.data import JudgedRow, PathNotFound, Scores, SummaryRow, Task, ThrottledWriter, json_array, read_records
+from gensearcher.data import (
+    JudgedRow,
+    PathNotFound,
+    Scores,
+    SummaryRow,
+    Task,
+    ThrottledWriter,
+    json_array,
+    read_records,
+)
 from gensearcher.data.io import dumps, resolve_path, unique_ids
 from gensearcher.errors import UserError
 from gensearcher.evaluate.scores import GROUPS, ItemResult, knowgen_means, knowgen_overall_means
@@ -63,7 +72,7 @@ class JudgeRunner:
         self.on_item = on_item
 
     async def run(self, rows: list[JudgedRow], source: Path, out: Path) -> list[JudgedRow]:
-        previous = {str(r.id): r for r in load_rows(out)} if out.exists() else {}
+        previous = {str(r.id): r for r in await asyncio.to_thread(_previous_rows, out)}
         done = {key: row for key, row in previous.items() if row.scores is not None}
         order = [str(row.id) for row in rows]
         limit, finished = asyncio.Semaphore(self.concurrency), len(done)
@@ -115,8 +124,7 @@ class JudgeRunner:
                 explanation = self.explanations.get(str(row.id)) or (row.model_extra or {}).get("explanation")
                 if not explanation:
                     raise JudgeError("no explanation for this item")
-                version = "legacy" if self.kind == "wise-legacy" else "verified"
-                score = await self.judge.wise(version, row.prompt or "", str(explanation), generated)
+                score = await self.judge.wise("legacy" if self.kind == "wise-legacy" else "verified", row.prompt or "", str(explanation), generated)
         except PathNotFound as exc:
             return _failed(out, str(exc))
         except JudgeError as exc:
@@ -128,6 +136,10 @@ class JudgeRunner:
             scores.text_accuracy_na = True
         out.eval_success, out.scores, out.error, out.judge_raw = True, scores, None, score.raw
         return out
+
+
+def _previous_rows(out: Path) -> list[JudgedRow]:
+    return load_rows(out) if out.exists() else []
 
 
 def _failed(row: JudgedRow, error: str) -> JudgedRow:

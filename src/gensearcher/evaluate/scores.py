@@ -58,7 +58,7 @@ def knowgen_means(items: Sequence[ItemResult], *, strict: bool, snap: bool = Fal
         raise ValueError("snapping is an option of the strict table only")
     pool = list(items) if strict else [item for item in items if item.judged]
     if not pool:
-        return {**{d: 0.0 for d in DIMENSIONS}, "k_score": 0.0}
+        return {**dict.fromkeys(DIMENSIONS, 0.0), "k_score": 0.0}
 
     def value(item: ItemResult, dimension: str) -> float:
         score = item.scores.get(dimension, 0.0) if item.judged else 0.0

@@ -22,7 +22,14 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from gensearcher.agent.batch import item_filename
-from gensearcher.data import GenerationRow, PathNotFound, ResearchRow, ThrottledWriter, json_array, read_records
+from gensearcher.data import (
+    GenerationRow,
+    PathNotFound,
+    ResearchRow,
+    ThrottledWriter,
+    json_array,
+    read_records,
+)
 from gensearcher.data.io import dumps, resolve_or_keep, resolve_path, unique_ids
 from gensearcher.errors import GenerationError, UserError
 from gensearcher.generate.base import GenerationRequest, Generator
@@ -98,15 +105,9 @@ class GenerateRunner:
         unique_ids(rows, source)
         order = [str(row.id) for row in rows]
         writer = ThrottledWriter(results_path, order, json_array)
-        done: dict[str, GenerationRow] = {}
-        if results_path.exists():
-            if not self.resume:
-                raise UserError(f"{results_path} exists: resume that run (--resume) or choose another output folder")
-            for previous in read_records(results_path, GenerationRow, skip=lambda row: bool(row.get("pending"))):
-                if previous.success and previous.output_path and Path(previous.output_path).is_file():
-                    done[str(previous.id)] = previous
-        for key, row in done.items():
-            writer.put(key, dumps(row))
+        done = await asyncio.to_thread(self._finished, results_path)
+        for key, finished_row in done.items():
+            writer.put(key, dumps(finished_row))
         for row in rows:
             if str(row.id) not in done:
                 writer.put(str(row.id), dumps({"id": row.id, "pending": True}))
@@ -135,6 +136,18 @@ class GenerateRunner:
         succeeded = sum(1 for row in done.values() if row.success)
         return GenerateSummary(total=len(rows), skipped=len(rows) - len(todo), succeeded=succeeded,
                                failed=len(done) - succeeded, results_path=str(results_path))
+
+    def _finished(self, results_path: Path) -> dict[str, GenerationRow]:
+        """The rows of an earlier run whose image is on disk (with --resume); an error without it."""
+        if not results_path.exists():
+            return {}
+        if not self.resume:
+            raise UserError(f"{results_path} exists: resume that run (--resume) or choose another output folder")
+        done = {}
+        for previous in read_records(results_path, GenerationRow, skip=lambda row: bool(row.get("pending"))):
+            if previous.success and previous.output_path and Path(previous.output_path).is_file():
+                done[str(previous.id)] = previous
+        return done
 
     async def _render(self, row: ResearchRow, source: Path) -> GenerationRow:
         out = GenerationRow(id=row.id, prompt=row.prompt, gen_prompt=row.gen_prompt, meta=row.meta,
