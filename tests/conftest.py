@@ -23,7 +23,8 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No setting, key or proxy from the developer's shell leaks into a test; cwd has no .env."""
     names = {name for names in all_env_names().values() for name in names}
     for key in list(os.environ):
-        if key in names or key.startswith("GENSEARCHER_") or any(part in key.upper() for part in _SECRET_LIKE):
+        if (key in names or key.startswith(("GENSEARCHER_", "GEN_", "BROWSE_"))
+                or any(part in key.upper() for part in _SECRET_LIKE)):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(tmp_path)
 
