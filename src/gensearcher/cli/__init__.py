@@ -416,7 +416,9 @@ def cache_import(
 
 
 # Commands that live in their own modules register themselves on `app` when imported.
+from gensearcher.cli import data as _data_commands  # noqa: E402, F401
 from gensearcher.cli import evaluate as _evaluate_commands  # noqa: E402, F401
+from gensearcher.cli import train as _train_commands  # noqa: E402, F401
 from gensearcher.cli import view as _view_command  # noqa: E402, F401
 
 
