@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -42,7 +44,9 @@ def sft(
         overrides = {"output_dir": str(out), "max_steps": max_steps, "num_train_epochs": epochs,
                      "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
                      "save_steps": save_steps, "lora": lora}
-        record = train_sft(load_config(config, overrides), model=model, data=data, resume=resume)
+        # The trainer prints its progress and losses on stdout; stdout is for the result.
+        with contextlib.redirect_stdout(sys.stderr):
+            record = train_sft(load_config(config, overrides), model=model, data=data, resume=resume)
         typer.echo(f"trained {record.steps} steps (loss {record.train_loss:.4f}); checkpoint in {out}", err=True)
         typer.echo(record.model_dump_json(include={"steps", "train_loss", "losses", "trainable_parameters",
                                                    "frozen_parameters", "lora", "truncated_rows"}, indent=2))
