@@ -61,6 +61,8 @@ class GenSFTConfig(SFTConfig):
     def __post_init__(self) -> None:
         if self.bf16 is None:
             self.bf16 = _bf16_supported()
+        if not _has_accelerator():
+            self.dataloader_pin_memory = False  # pinning needs a device to copy to
         if self.assistant_only_loss:
             raise UserError("assistant_only_loss: the loss is always on assistant turns (our collator masks them); "
                             "leave the TRL field unset")
@@ -75,6 +77,12 @@ def _bf16_supported() -> bool:
     import torch
 
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return bool(torch.accelerator.is_available())
 
 
 def field_names() -> set[str]:

@@ -73,8 +73,8 @@ def train_sft(config: GenSFTConfig, *, model: str, data: Path, resume: bool = Fa
     resume_from = _checkpoint_to_resume(Path(config.output_dir)) if resume else None
     result = trainer.train(resume_from_checkpoint=resume_from)
     out = Path(config.output_dir)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)  # before a LoRA merge
     save_checkpoint(trainer, processor, out, lora=config.lora)
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     record = TrainingRecord(
         base_model=model, data=str(data.resolve()), dataset_rows=len(rows), dataset_sha256=_dataset_digest(data),
         lora=config.lora, trainable_parameters=trainable, frozen_parameters=frozen,
