@@ -109,18 +109,22 @@ def import_rl(
     _guarded(body)
 
 
+DataPath = Annotated[Path, typer.Argument(help="An SFT or RL folder, or a sharegpt / RL file.")]
+ImagesRoot = Annotated[Path | None, typer.Option(help="For a sharegpt file: folder of its relative image paths.")]
+
+
 @data_app.command("stats")
-def stats(path: Annotated[Path, typer.Argument(help="An SFT or RL folder, or a sharegpt / RL file.")]) -> None:
+def stats(path: DataPath, images_root: ImagesRoot = None) -> None:
     """Counts, turns, images and (estimated) tokens per row."""
-    _guarded(lambda: _echo(inspect(path, validate=False)))
+    _guarded(lambda: _echo(inspect(path, validate=False, images_root=images_root)))
 
 
 @data_app.command("validate")
-def validate(path: Annotated[Path, typer.Argument(help="An SFT or RL folder, or a sharegpt / RL file.")]) -> None:
+def validate(path: DataPath, images_root: ImagesRoot = None) -> None:
     """Check every row; exit 1 when any is bad (each is listed with its index and reason)."""
 
     def body() -> int:
-        report = inspect(path, validate=True)
+        report = inspect(path, validate=True, images_root=images_root)
         for problem in report.get("problems", []):
             typer.echo(f"bad [{problem['index']}]: {problem['reason']}", err=True)
         _echo(report)
@@ -129,7 +133,7 @@ def validate(path: Annotated[Path, typer.Argument(help="An SFT or RL folder, or 
     raise typer.Exit(_guarded(body))
 
 
-def inspect(path: Path, *, validate: bool) -> dict[str, Any]:
+def inspect(path: Path, *, validate: bool, images_root: Path | None = None) -> dict[str, Any]:
     """Statistics (and, with `validate`, the problems) of any of our data folders or input files."""
     from gensearcher.data.io import read_rows
 
@@ -143,7 +147,7 @@ def inspect(path: Path, *, validate: bool) -> dict[str, Any]:
         raise UserError(f"{path} is neither an SFT nor an RL folder (no manifest.json)")
     items = read_rows(path)
     if items and isinstance(items[0], dict) and "messages" in items[0]:
-        return _sharegpt_file(path)
+        return _sharegpt_file(path, images_root)
     return _rl_file(path)
 
 
@@ -167,12 +171,12 @@ def _sft_folder(path: Path, validate: bool) -> dict[str, Any]:
     return report
 
 
-def _sharegpt_file(path: Path) -> dict[str, Any]:
+def _sharegpt_file(path: Path, images_root: Path | None) -> dict[str, Any]:
     from gensearcher.data.sft import summary
     from gensearcher.data.sharegpt import import_sharegpt
 
     with tempfile.TemporaryDirectory() as scratch:
-        manifest, rows = import_sharegpt(path, Path(scratch) / "check", images_root=None, max_pixels=160_000)
+        manifest, rows = import_sharegpt(path, Path(scratch) / "check", images_root=images_root, max_pixels=160_000)
     return {"kind": "sharegpt", **summary(rows),
             "problems": [{"index": s.index, "reason": s.reason} for s in manifest.skipped]}
 
