@@ -124,7 +124,7 @@ def test_cli_import_and_validate(sharegpt, tmp_path):
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "HOME": str(tmp_path)}
 
     def gensearcher(*args):
-        return subprocess.run([sys.executable, "-m", "gensearcher", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "gensearcher", *args], capture_output=True, text=True, check=False,
                               cwd=tmp_path, env=env, timeout=120)
 
     imported = gensearcher("data", "import-sft", str(path), "--out", "data", "--images-root", str(media))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gensearcher.agent import BatchRunner, Task
+from gensearcher.agent.trajectory import load_trajectory
 from gensearcher.data.rl import import_rl, read_rl
 from gensearcher.data.sft import ImageStore, SFTManifest, read_dataset, rows_from_runs, write_dataset
 from gensearcher.errors import UserError
@@ -43,13 +44,13 @@ async def test_answered_trajectories_become_rows_with_the_exact_images(run_dir, 
     assert sorted(row.task_id for row in rows) == ["0", "1", "2"]
     assert [(s.index, s.reason) for s in skipped] == [("3.json", "termination is 'no_answer', not 'answer'")]
     _, stored = read_dataset(tmp_path / "data")
-    trajectory = json.loads((run_dir / "trajectories" / "0.json").read_text())
+    trajectory = load_trajectory(run_dir / "trajectories" / "0.json")
     row = next(r for r in stored if r.task_id == "0")
-    assert [m.text for m in row.messages] == [m["text"] for m in trajectory["messages"]]
-    seen = [image for message in trajectory["messages"] for image in message["images"]]
-    assert seen and [i.sha256 for i in row.images] == [i["sha256"] for i in seen]
+    assert [m.text for m in row.messages] == [m.text for m in trajectory.messages]
+    seen = [image for message in trajectory.messages for image in message.images]
+    assert seen and [i.sha256 for i in row.images] == [i.sha256 for i in seen]
     for mine, theirs in zip(row.images, seen, strict=True):
-        assert Path(mine.path).read_bytes() == Path(theirs["path"]).read_bytes()  # byte for byte what was shown
+        assert Path(mine.path).read_bytes() == Path(theirs.path).read_bytes()  # byte for byte what was shown
 
 
 async def test_judged_rows_keep_only_the_best(run_dir, tmp_path):
@@ -63,9 +64,9 @@ async def test_judged_rows_keep_only_the_best(run_dir, tmp_path):
 
 
 async def test_a_changed_image_is_reported_not_trained(run_dir, tmp_path):
-    trajectory = json.loads((run_dir / "trajectories" / "0.json").read_text())
-    shown = next(image for message in trajectory["messages"] for image in message["images"])
-    make_image(Path(shown["path"]), color=(1, 2, 3))
+    trajectory = load_trajectory(run_dir / "trajectories" / "0.json")
+    shown = next(image for message in trajectory.messages for image in message.images)
+    make_image(Path(shown.path), color=(1, 2, 3))
     rows, skipped = rows_from_runs([run_dir], ImageStore(tmp_path / "data"))
     assert "0" not in [row.task_id for row in rows]
     assert any("changed since the run" in s.reason for s in skipped)

@@ -33,7 +33,7 @@ def gensearcher(*args: str, cwd: Path, env: dict[str, str] | None = None, timeou
     # One thread: on a small shared machine two threads per process spin against each other (5-10x slower).
     full = {"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
             "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "gensearcher", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "gensearcher", *args], capture_output=True, text=True, cwd=cwd, check=False,
                           env=full, timeout=timeout)
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from gensearcher.agent.trajectory import load_trajectory
 from gensearcher.config import PolicyConfig
-from gensearcher.data.sft import ImageStore, load_trajectory, rows_from_runs
+from gensearcher.data.sft import ImageStore, rows_from_runs
 from gensearcher.policy.transformers_local import TransformersPolicy, load_processor
 from gensearcher.train.collator import IGNORE, AgentChatCollator
 
@@ -31,9 +32,9 @@ class Recording:
 
 @pytest.fixture(scope="module")
 def row_and_trajectory(recorded, tmp_path_factory):
-    rows, skipped = rows_from_runs([recorded], ImageStore(tmp_path_factory.mktemp("dataset")))
+    rows, _ = rows_from_runs([recorded], ImageStore(tmp_path_factory.mktemp("dataset")))
     row = next(r for r in rows if "red" in r.prompt)
-    trajectory = load_trajectory(Path(row.origin), recorded)
+    trajectory = load_trajectory(Path(row.origin))
     return row, trajectory
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,3 +118,20 @@ def test_images_above_the_agent_cap_are_refused(dataset, tiny_checkpoint, tmp_pa
     with pytest.raises(UserError, match="exceed max_pixels=100"):
         train_sft(load_config(None, {**FAST, "output_dir": str(tmp_path), "max_pixels": 100}),
                   model=str(tiny_checkpoint), data=dataset)
+
+
+def test_shipped_launch_configs_load():
+    from importlib import resources
+
+    from accelerate.commands.config.config_args import ClusterConfig
+    from transformers.models.qwen3_vl import modeling_qwen3_vl
+
+    folder = resources.files("gensearcher.train").joinpath("accelerate")
+    zero3 = ClusterConfig.from_yaml_file(str(folder / "zero3.yaml"))
+    assert zero3.distributed_type == "DEEPSPEED" and zero3.deepspeed_config["zero_stage"] == 3
+    fsdp = ClusterConfig.from_yaml_file(str(folder / "fsdp2.yaml"))
+    assert fsdp.fsdp_config["fsdp_version"] == 2
+    for name in fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(","):
+        assert hasattr(modeling_qwen3_vl, name)  # the shard units exist in the model code
+    recipe = load_config(Path(str(folder / "sft-8b.yaml")), {"output_dir": "ckpt"})
+    assert recipe.learning_rate == 1e-5 and recipe.bf16 and recipe.dataloader_num_workers == 4

@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from gensearcher._files import write_atomic
+from gensearcher.agent.trajectory import load_trajectory
 from gensearcher.data.io import read_records
 from gensearcher.data.records import JudgedRow
 from gensearcher.errors import UserError
@@ -160,21 +161,6 @@ def read_dataset(folder: Path) -> tuple[SFTManifest, list[SFTRow]]:
 # --- our trajectories -> rows -------------------------------------------------------------------------------
 
 
-def load_trajectory(path: Path, run_dir: Path):  # type: ignore[no-untyped-def]
-    """One trajectory file, image paths made absolute.
-
-    Older runs store absolute image paths; newer ones store them relative to the run folder.
-    """
-    from gensearcher.agent.trajectory import Trajectory
-
-    trajectory = Trajectory.model_validate_json(path.read_bytes())
-    base = run_dir.resolve()
-    for message in trajectory.messages:
-        message.images = [image if Path(image.path).is_absolute() else image.model_copy(update={"path": str(base / image.path)})
-                          for image in message.images]
-    return trajectory
-
-
 def trajectory_files(run_dir: Path) -> list[Path]:
     files = sorted((run_dir / "trajectories").glob("*.json"))
     if (run_dir / "trajectory.json").is_file():
@@ -210,7 +196,7 @@ def rows_from_runs(run_dirs: list[Path], store: ImageStore, *, judged: list[Path
         for path in trajectory_files(run_dir):
             where = SkippedRow(index=path.name, source=str(run_dir), reason="")
             try:
-                row = _row_from_trajectory(path, run_dir, run_index, store)
+                row = _row_from_trajectory(path, run_index, store)
             except (ValueError, ValidationError, OSError) as exc:
                 skipped.append(where.model_copy(update={"reason": _reason(exc)}))
                 continue
@@ -232,8 +218,8 @@ def rows_from_runs(run_dirs: list[Path], store: ImageStore, *, judged: list[Path
     return rows, skipped
 
 
-def _row_from_trajectory(path: Path, run_dir: Path, run_index: int, store: ImageStore) -> SFTRow | None:
-    trajectory = load_trajectory(path, run_dir)
+def _row_from_trajectory(path: Path, run_index: int, store: ImageStore) -> SFTRow | None:
+    trajectory = load_trajectory(path)
     if trajectory.termination != "answer":
         raise ValueError(f"termination is {trajectory.termination!r}, not 'answer'")
     messages = trajectory_messages(trajectory.messages)

@@ -55,8 +55,12 @@ class TrainingRecord(BaseModel):
     finished_at: str
 
 
-def train_sft(config: GenSFTConfig, *, model: str, data: Path, resume: bool = False) -> TrainingRecord:
-    """Fine-tune `model` on the dataset folder `data`; writes the checkpoint to `config.output_dir`."""
+def train_sft(config: GenSFTConfig, *, model: str, data: Path, resume: bool = False,
+              callbacks: list[Any] | None = None) -> TrainingRecord:
+    """Fine-tune `model` on the dataset folder `data`; writes the checkpoint to `config.output_dir`.
+
+    `callbacks` are extra `transformers.TrainerCallback`s (progress reporting, timing).
+    """
     started = _dt.datetime.now(_dt.UTC).isoformat()
     _, rows = read_dataset(data)
     if not rows:
@@ -70,6 +74,8 @@ def train_sft(config: GenSFTConfig, *, model: str, data: Path, resume: bool = Fa
         raise UserError(f"cannot render {data} for {model}: {exc}") from None
     frozen = freeze_vision(policy) if config.freeze_vision and not config.lora else 0
     trainer = _trainer(policy, processor, collator, rows, config)
+    for callback in callbacks or []:
+        trainer.add_callback(callback)
     resume_from = _checkpoint_to_resume(Path(config.output_dir)) if resume else None
     result = trainer.train(resume_from_checkpoint=resume_from)
     out = Path(config.output_dir)
