@@ -97,7 +97,10 @@ def test_import_refuses_to_mix_into_an_existing_dataset(sharegpt, tmp_path):
 def test_export_round_trips_through_llamafactory_sharegpt(sharegpt, tmp_path):
     path, media = sharegpt
     _, rows = import_sharegpt(path, tmp_path / "data", images_root=media, max_pixels=160_000)
-    data_file = export_llamafactory(rows, tmp_path / "data", tmp_path / "lf", name="gen_sft")
+    odd = rows[1].model_copy(update={"id": "odd", "messages": [
+        *rows[1].messages[:1], rows[1].messages[1].model_copy(update={"text": "draw an <image> tag"}), *rows[1].messages[2:]]})
+    data_file, skipped = export_llamafactory([*rows, odd], tmp_path / "data", tmp_path / "lf", name="gen_sft")
+    assert [(s.index, s.reason) for s in skipped] == [("odd", "a text holds a literal <image>")]
     info = json.loads((tmp_path / "lf" / "dataset_info.json").read_text())
     assert info["gen_sft"]["file_name"] == "gen_sft.json" and info["gen_sft"]["formatting"] == "sharegpt"
     assert info["gen_sft"]["columns"] == {"messages": "messages", "images": "images"}

@@ -134,4 +134,5 @@ def test_shipped_launch_configs_load():
     for name in fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(","):
         assert hasattr(modeling_qwen3_vl, name)  # the shard units exist in the model code
     recipe = load_config(Path(str(folder / "sft-8b.yaml")), {"output_dir": "ckpt"})
-    assert recipe.learning_rate == 1e-5 and recipe.bf16 and recipe.dataloader_num_workers == 4
+    assert recipe.learning_rate == 1e-5 and recipe.dataloader_num_workers == 4 and recipe.max_length == 32_768
+    assert recipe.bf16 == (torch.cuda.is_available() and torch.cuda.is_bf16_supported())

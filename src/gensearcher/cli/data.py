@@ -84,8 +84,10 @@ def export_sft(
         if format != "llamafactory":
             raise UserError(f"--format {format!r}: the one export format is llamafactory")
         _, rows = read_dataset(dataset)
-        path = export_llamafactory(rows, dataset, out, name=name)
-        _echo({"file": str(path), "dataset_info": str(out / "dataset_info.json"), "rows": len(rows)})
+        path, skipped = export_llamafactory(rows, dataset, out, name=name)
+        _skipped_lines(skipped)
+        _echo({"file": str(path), "dataset_info": str(out / "dataset_info.json"), "rows": len(rows) - len(skipped),
+               "skipped": len(skipped)})
 
     _guarded(body)
 

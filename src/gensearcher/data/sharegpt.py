@@ -50,9 +50,11 @@ def import_sharegpt(path: Path, out: Path, *, images_root: Path | None, max_pixe
     store = prepare_out(out)
     rows: list[SFTRow] = []
     skipped: list[SkippedRow] = []
+    seen: dict[Path, ImageRef] = {}  # rows share pictures: each file is decoded and capped once
     for index, item in enumerate(items):
         try:
-            messages = check_row(item, source=path, images_root=images_root, store=store, max_pixels=max_pixels)
+            messages = check_row(item, source=path, images_root=images_root, store=store, max_pixels=max_pixels,
+                                 seen=seen)
         except BadRow as exc:
             skipped.append(SkippedRow(index=index, source=str(path), reason=str(exc)))
             continue
@@ -62,7 +64,8 @@ def import_sharegpt(path: Path, out: Path, *, images_root: Path | None, max_pixe
     return write_dataset(store, rows, manifest), rows
 
 
-def check_row(item: Any, *, source: Path, images_root: Path | None, store: ImageStore, max_pixels: int) -> list[Message]:
+def check_row(item: Any, *, source: Path, images_root: Path | None, store: ImageStore, max_pixels: int,
+              seen: dict[Path, ImageRef] | None = None) -> list[Message]:
     """Validate one sharegpt row and turn it into our messages. Raises BadRow with the reason.
 
     Checks: messages with known roles and string content; an optional leading system turn, then strict
@@ -91,7 +94,8 @@ def check_row(item: Any, *, source: Path, images_root: Path | None, store: Image
             raise BadRow(f"turn {number} ({role}): an <image> placeholder is not at the start of a user turn")
         if count and role != "user":
             raise BadRow(f"turn {number} ({role}): images are only allowed in user turns")
-        images = [_image(queue.pop(0), source, images_root, store, max_pixels) for _ in range(count)]
+        images = [_image(queue.pop(0), source, images_root, store, max_pixels, {} if seen is None else seen)
+                  for _ in range(count)]
         messages.append(Message(role=role, text=body, images=images))  # type: ignore[arg-type]
     try:
         check_control_tokens(messages)
@@ -121,7 +125,8 @@ def _turns(raw: list[Any]) -> list[tuple[str, str]]:
     return turns
 
 
-def _image(value: str, source: Path, images_root: Path | None, store: ImageStore, max_pixels: int) -> ImageRef:
+def _image(value: str, source: Path, images_root: Path | None, store: ImageStore, max_pixels: int,
+           seen: dict[Path, ImageRef]) -> ImageRef:
     candidate = Path(value).expanduser()
     if not candidate.is_absolute():
         bases = [images_root] if images_root is not None else []
@@ -129,8 +134,12 @@ def _image(value: str, source: Path, images_root: Path | None, store: ImageStore
         candidate = next((base / candidate for base in bases if (base / candidate).is_file()), candidate)
     if not candidate.is_file():
         raise BadRow(f"image {value!r} not found" + (f" (under {images_root})" if images_root else ""))
+    key = candidate.resolve()
+    if key in seen:
+        return seen[key]
     try:
-        return prepare_for_policy(candidate, store.folder, max_pixels)
+        seen[key] = prepare_for_policy(candidate, store.folder, max_pixels)
+        return seen[key]
     except ToolError as exc:
         raise BadRow(f"image {value!r} does not decode: {exc}") from None
 
@@ -159,8 +168,12 @@ def _check_turns(messages: list[Message]) -> None:
 # --- export ---------------------------------------------------------------------------------------------------
 
 
-def export_llamafactory(rows: list[SFTRow], dataset: Path, out: Path, *, name: str) -> Path:
-    """Write `out/<name>.json` (sharegpt), `out/images/` and `out/dataset_info.json`; returns the data file."""
+def export_llamafactory(rows: list[SFTRow], dataset: Path, out: Path, *, name: str) -> tuple[Path, list[SkippedRow]]:
+    """Write `out/<name>.json` (sharegpt), `out/images/` and `out/dataset_info.json`.
+
+    Returns the data file and the rows left out: a row whose text holds a literal `<image>` cannot be
+    written, since LLaMA-Factory would count it as a picture.
+    """
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
         raise UserError(f"--name {name!r}: use letters, digits, '_' and '-'")
     data_file = out / f"{name}.json"
@@ -168,7 +181,11 @@ def export_llamafactory(rows: list[SFTRow], dataset: Path, out: Path, *, name: s
         raise UserError(f"{data_file} exists: choose another --out or --name")
     (out / "images").mkdir(parents=True, exist_ok=True)
     items = []
+    skipped = []
     for row in rows:
+        if any(PLACEHOLDER in message.text for message in row.messages):
+            skipped.append(SkippedRow(index=row.id, source=str(dataset), reason="a text holds a literal <image>"))
+            continue
         messages, images = [], []
         for message in merge_user_turns(row.messages):
             messages.append({"role": message.role, "content": message.text})
@@ -183,7 +200,7 @@ def export_llamafactory(rows: list[SFTRow], dataset: Path, out: Path, *, name: s
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
     info[name] = dataset_info_entry(data_file.name)
     write_atomic(info_path, json.dumps(info, indent=2).encode("utf-8"))
-    return data_file
+    return data_file, skipped
 
 
 def dataset_info_entry(file_name: str) -> dict[str, Any]:
