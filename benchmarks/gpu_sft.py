@@ -158,7 +158,7 @@ def run(args: argparse.Namespace, tokenizer) -> dict[str, object]:  # type: igno
     from gensearcher.policy.transformers_local import load_processor
     from gensearcher.train.collator import AgentChatCollator
     from gensearcher.train.config import GenSFTConfig
-    from gensearcher.train.sft import _trainer, freeze_vision
+    from gensearcher.train.sft import build_trainer, freeze_vision
 
     cuda = torch.cuda.is_available() and not args.tiny
     text, vision, vocab = (TEXT_TINY, VISION_TINY, len(tokenizer)) if args.tiny else (TEXT_2B, VISION_2B, VOCAB)
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace, tokenizer) -> dict[str, object]:  # type: igno
         sft = GenSFTConfig(output_dir=str(folder / "out"), max_steps=steps, per_device_train_batch_size=1,
                            gradient_checkpointing=True, bf16=cuda, save_strategy="no", logging_steps=5,
                            report_to="none", disable_tqdm=True, learning_rate=1e-5, use_cpu=not cuda)
-        trainer = _trainer(model, processor, collator, rows, sft)
+        trainer = build_trainer(model, processor, collator, rows, sft)
 
         marks: list[float] = []
 

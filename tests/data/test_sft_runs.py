@@ -22,10 +22,11 @@ async def run_dir(make_agent, tmp_path):
     script = {f"poster {i}": [call("image_search", query="champion", top_k=2), answer(f"grounded {i}", "IMG_002")]
               for i in range(3)}
     script["poster 3"] = [call("search", queries=["nothing at all"]), "no tags at all", "still none"]
+    script["poster 4"] = ["a reply without tags", answer("recovered after feedback")]
     with ScriptedPolicyServer(script) as server:
         agent = make_agent(server, max_llm_calls=2)
         await BatchRunner(agent, tmp_path / "run", concurrency=2).run(
-            [Task(id=i, prompt=f"poster {i}") for i in range(4)])
+            [Task(id=i, prompt=f"poster {i}") for i in range(5)])
     return tmp_path / "run"
 
 
@@ -42,7 +43,12 @@ async def test_answered_trajectories_become_rows_with_the_exact_images(run_dir, 
     rows, skipped = rows_from_runs([run_dir], store)
     write_dataset(store, rows, SFTManifest(sources=[str(run_dir)], skipped=skipped))
     assert sorted(row.task_id for row in rows) == ["0", "1", "2"]
-    assert [(s.index, s.reason) for s in skipped] == [("3.json", "termination is 'no_answer', not 'answer'")]
+    assert [(s.index, s.reason) for s in skipped] == [
+        ("3.json", "termination is 'no_answer', not 'answer'"),
+        ("4.json", ("round 1 was not usable (the reply holds neither a <tool_call> nor an <answer>); "
+                    "--keep-invalid-turns keeps such runs"))]
+    kept, _ = rows_from_runs([run_dir], ImageStore(tmp_path / "data-all"), keep_invalid_turns=True)
+    assert sorted(row.task_id for row in kept) == ["0", "1", "2", "4"]
     _, stored = read_dataset(tmp_path / "data")
     trajectory = load_trajectory(run_dir / "trajectories" / "0.json")
     row = next(r for r in stored if r.task_id == "0")

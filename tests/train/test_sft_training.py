@@ -136,3 +136,17 @@ def test_shipped_launch_configs_load():
     recipe = load_config(Path(str(folder / "sft-8b.yaml")), {"output_dir": "ckpt"})
     assert recipe.learning_rate == 1e-5 and recipe.dataloader_num_workers == 4 and recipe.max_length == 32_768
     assert recipe.bf16 == (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def test_cli_reports_a_missing_dataset_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "gensearcher", "train", "sft", "--model", "m", "--data", "nowhere",
+                             "--out", "ckpt"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+                            check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: nowhere is not an SFT dataset folder")
+    assert "Traceback" not in result.stderr

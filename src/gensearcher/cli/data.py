@@ -53,6 +53,7 @@ def from_runs(
     out: Annotated[Path, typer.Option("--out", help="The dataset folder to create.")],
     judged: Annotated[list[Path] | None, typer.Option("--judged", help="results_eval.json: one for all, or one per --from.")] = None,
     min_score: Annotated[float | None, typer.Option(help="Keep rows judged at or above this overall score.")] = None,
+    keep_invalid_turns: Annotated[bool, typer.Option(help="Keep runs in which the model wrote an unusable turn.")] = False,
 ) -> None:
     """Our trajectories as SFT rows: answer terminations only; with --judged, the best ones (rejection sampling)."""
 
@@ -60,7 +61,8 @@ def from_runs(
         from gensearcher.data.sft import SFTManifest, prepare_out, rows_from_runs, summary, write_dataset
 
         store = prepare_out(out)
-        rows, skipped = rows_from_runs(runs, store, judged=judged or None, min_score=min_score)
+        rows, skipped = rows_from_runs(runs, store, judged=judged or None, min_score=min_score,
+                                       keep_invalid_turns=keep_invalid_turns)
         manifest = write_dataset(store, rows, SFTManifest(sources=[str(r) for r in runs], skipped=skipped))
         _skipped_lines(skipped)
         _echo({"out": str(out), "rows": manifest.rows, "skipped": len(skipped), **summary(rows)})

@@ -177,11 +177,13 @@ def judged_scores(path: Path) -> dict[str, float | None]:
 
 
 def rows_from_runs(run_dirs: list[Path], store: ImageStore, *, judged: list[Path] | None = None,
-                   min_score: float | None = None) -> tuple[list[SFTRow], list[SkippedRow]]:
+                   min_score: float | None = None, keep_invalid_turns: bool = False) -> tuple[list[SFTRow], list[SkippedRow]]:
     """Training rows from research output folders: answer terminations only, optionally judged.
 
     `judged` is one results_eval.json for all runs or one per run (in order); ids join as strings. With
-    `min_score` only rows judged at or above it are kept (rejection sampling).
+    `min_score` only rows judged at or above it are kept (rejection sampling). A run in which the model
+    wrote an unusable turn (it got feedback and recovered) is left out unless `keep_invalid_turns`: every
+    assistant turn is trained, so the mistake would be taught too.
     """
     if min_score is not None and not judged:
         raise UserError("--min-score needs --judged results_eval.json (the judge's scores)")
@@ -196,7 +198,7 @@ def rows_from_runs(run_dirs: list[Path], store: ImageStore, *, judged: list[Path
         for path in trajectory_files(run_dir):
             where = SkippedRow(index=path.name, source=str(run_dir), reason="")
             try:
-                row = _row_from_trajectory(path, run_index, store)
+                row = _row_from_trajectory(path, run_index, store, keep_invalid_turns)
             except (ValueError, ValidationError, OSError) as exc:
                 skipped.append(where.model_copy(update={"reason": _reason(exc)}))
                 continue
@@ -218,10 +220,13 @@ def rows_from_runs(run_dirs: list[Path], store: ImageStore, *, judged: list[Path
     return rows, skipped
 
 
-def _row_from_trajectory(path: Path, run_index: int, store: ImageStore) -> SFTRow | None:
+def _row_from_trajectory(path: Path, run_index: int, store: ImageStore, keep_invalid_turns: bool) -> SFTRow | None:
     trajectory = load_trajectory(path)
     if trajectory.termination != "answer":
         raise ValueError(f"termination is {trajectory.termination!r}, not 'answer'")
+    flawed = next((step for step in trajectory.steps if step.problem), None)
+    if flawed is not None and not keep_invalid_turns:
+        raise ValueError(f"round {flawed.round} was not usable ({flawed.problem}); --keep-invalid-turns keeps such runs")
     messages = trajectory_messages(trajectory.messages)
     check_control_tokens(messages)
     messages = [m.model_copy(update={"images": [store.add_exact(i) for i in m.images]}) for m in messages]

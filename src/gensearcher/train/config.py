@@ -13,6 +13,7 @@ in a different chat template, stays off), and `remove_unused_columns` keeps the 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,10 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> GenSFTConfig:
     if "output_dir" not in values:
         raise UserError("the output folder is not set (--out)")
     try:
-        return GenSFTConfig(**values)
+        with warnings.catch_warnings():
+            # transformers 5.2x renames gradient_checkpointing (TRL's default, True) and warns on every run.
+            warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
+            return GenSFTConfig(**values)
     except (TypeError, ValueError) as exc:
         raise UserError(f"invalid SFT config: {exc}") from None
 

@@ -73,7 +73,7 @@ def train_sft(config: GenSFTConfig, *, model: str, data: Path, resume: bool = Fa
     except RenderError as exc:
         raise UserError(f"cannot render {data} for {model}: {exc}") from None
     frozen = freeze_vision(policy) if config.freeze_vision and not config.lora else 0
-    trainer = _trainer(policy, processor, collator, rows, config)
+    trainer = build_trainer(policy, processor, collator, rows, config)
     for callback in callbacks or []:
         trainer.add_callback(callback)
     resume_from = _checkpoint_to_resume(Path(config.output_dir)) if resume else None
@@ -132,7 +132,8 @@ def freeze_vision(model: Any) -> int:
     return sum(p.numel() for p in frozen.values())
 
 
-def _trainer(model: Any, processor: Any, collator: AgentChatCollator, rows: list[SFTRow], config: GenSFTConfig) -> Any:
+def build_trainer(model: Any, processor: Any, collator: AgentChatCollator, rows: list[SFTRow], config: GenSFTConfig) -> Any:
+    """TRL's SFTTrainer over `rows` with our collator (and a LoRA adapter when `config.lora`)."""
     from datasets import Dataset
     from trl import SFTTrainer
 
