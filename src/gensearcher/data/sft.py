@@ -86,6 +86,7 @@ class ImageStore:
     def __init__(self, root: Path):
         self.root = root
         self.folder = root / IMAGE_DIR
+        self._resolved = root.resolve()
 
     def add_exact(self, image: ImageRef) -> ImageRef:
         """Copy a policy image byte for byte, after checking it is still the file the policy saw."""
@@ -101,7 +102,10 @@ class ImageStore:
         return image.model_copy(update={"path": str(target.resolve())})
 
     def relative(self, image: ImageRef) -> ImageRef:
-        return image.model_copy(update={"path": Path(image.path).resolve().relative_to(self.root.resolve()).as_posix()})
+        path = Path(image.path)
+        if not path.is_relative_to(self._resolved):  # stored paths are already resolved; others are checked
+            path = path.resolve()
+        return image.model_copy(update={"path": path.relative_to(self._resolved).as_posix()})
 
 
 def check_control_tokens(messages: Iterable[Message]) -> None:

@@ -14,8 +14,10 @@ message) are merged there, with each turn's placeholders kept where its images w
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,7 @@ def import_sharegpt(path: Path, out: Path, *, images_root: Path | None, max_pixe
     store = prepare_out(out)
     rows: list[SFTRow] = []
     skipped: list[SkippedRow] = []
-    seen: dict[Path, ImageRef] = {}  # rows share pictures: each file is decoded and capped once
+    seen = _prepare_images(items, path, images_root, store, max_pixels)  # each distinct file once, in threads
     for index, item in enumerate(items):
         try:
             messages = check_row(item, source=path, images_root=images_root, store=store, max_pixels=max_pixels,
@@ -86,6 +88,7 @@ def check_row(item: Any, *, source: Path, images_root: Path | None, store: Image
         raise BadRow(f"{placeholders} <image> placeholders but {len(paths)} images")
     messages: list[Message] = []
     queue = list(paths)
+    base = source.resolve().parent
     for number, (role, text) in enumerate(turns):
         leading = _LEADING.match(text)
         count = leading.group(0).count(PLACEHOLDER) if leading else 0
@@ -94,7 +97,7 @@ def check_row(item: Any, *, source: Path, images_root: Path | None, store: Image
             raise BadRow(f"turn {number} ({role}): an <image> placeholder is not at the start of a user turn")
         if count and role != "user":
             raise BadRow(f"turn {number} ({role}): images are only allowed in user turns")
-        images = [_image(queue.pop(0), source, images_root, store, max_pixels, {} if seen is None else seen)
+        images = [_image(queue.pop(0), base, images_root, store, max_pixels, {} if seen is None else seen)
                   for _ in range(count)]
         messages.append(Message(role=role, text=body, images=images))  # type: ignore[arg-type]
     try:
@@ -125,16 +128,44 @@ def _turns(raw: list[Any]) -> list[tuple[str, str]]:
     return turns
 
 
-def _image(value: str, source: Path, images_root: Path | None, store: ImageStore, max_pixels: int,
-           seen: dict[Path, ImageRef]) -> ImageRef:
+def _prepare_images(items: list[Any], source: Path, images_root: Path | None, store: ImageStore,
+                    max_pixels: int) -> dict[Path, ImageRef]:
+    """Cap every distinct image the rows name, concurrently (PIL decodes and resizes outside the GIL).
+
+    Files that fail are left out here; the row that names one reports why.
+    """
+    names = {p for item in items if isinstance(item, dict) and isinstance(item.get("images"), list)
+             for p in item["images"] if isinstance(p, str) and p}
+    base = source.resolve().parent
+    files = {Path(os.path.abspath(_locate(name, base, images_root))) for name in names}
+    files = {f for f in files if f.is_file()}
+
+    def cap(path: Path) -> tuple[Path, ImageRef | None]:
+        try:
+            return path, prepare_for_policy(path, store.folder, max_pixels)
+        except ToolError:
+            return path, None
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return {path: ref for path, ref in pool.map(cap, sorted(files)) if ref is not None}
+
+
+def _locate(value: str, base: Path, images_root: Path | None) -> Path:
+    """Where an image path of the file points: under --images-root if it is there, else beside the file."""
     candidate = Path(value).expanduser()
     if not candidate.is_absolute():
         bases = [images_root] if images_root is not None else []
-        bases.append(source.resolve().parent)
+        bases.append(base)
         candidate = next((base / candidate for base in bases if (base / candidate).is_file()), candidate)
+    return candidate
+
+
+def _image(value: str, base: Path, images_root: Path | None, store: ImageStore, max_pixels: int,
+           seen: dict[Path, ImageRef]) -> ImageRef:
+    candidate = _locate(value, base, images_root)
     if not candidate.is_file():
         raise BadRow(f"image {value!r} not found" + (f" (under {images_root})" if images_root else ""))
-    key = candidate.resolve()
+    key = Path(os.path.abspath(candidate))
     if key in seen:
         return seen[key]
     try:
