@@ -34,6 +34,7 @@ bench: install
 	$(PY) benchmarks/judge_throughput.py
 	$(PY) benchmarks/viewer.py
 	$(PY) benchmarks/sft_throughput.py
+	$(PY) benchmarks/sft_import.py
 	@echo "benchmarks/gpu_generate.py and gpu_sft.py need a GPU: run them there (--tiny checks them on CPU)"
 
 clean:

@@ -167,6 +167,10 @@ def save_checkpoint(trainer: Any, processor: Any, out: Path, *, lora: bool) -> N
     """Write a complete checkpoint to `out`: merged weights (LoRA: also the adapter in out/adapter)."""
     if lora:
         trainer.save_model(str(out / "adapter"))
+        if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+            # Sharded weights cannot be merged on one rank; the adapter is the output of such a run.
+            logger.warning("LoRA under DeepSpeed/FSDP: saved the adapter in %s; merge it on one device", out / "adapter")
+            return
         if trainer.is_world_process_zero():
             merged = trainer.model.merge_and_unload()
             merged.save_pretrained(str(out))
