@@ -25,7 +25,6 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from gensearcher._files import write_atomic
-from gensearcher.agent.trajectory import load_trajectory
 from gensearcher.data.io import read_records
 from gensearcher.data.records import JudgedRow
 from gensearcher.errors import UserError
@@ -225,6 +224,8 @@ def rows_from_runs(run_dirs: list[Path], store: ImageStore, *, judged: list[Path
 
 
 def _row_from_trajectory(path: Path, run_index: int, store: ImageStore, keep_invalid_turns: bool) -> SFTRow | None:
+    from gensearcher.agent.trajectory import load_trajectory  # data sits below agent: imported where used
+
     trajectory = load_trajectory(path)
     if trajectory.termination != "answer":
         raise ValueError(f"termination is {trajectory.termination!r}, not 'answer'")

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from gensearcher._files import write_atomic
-from gensearcher.agent.protocol import AnswerTurn, InvalidTurn, parse_turn
 from gensearcher.data.io import read_rows
 from gensearcher.data.sft import (
     ImageStore,
@@ -176,6 +175,8 @@ def _image(value: str, base: Path, images_root: Path | None, store: ImageStore, 
 
 
 def _check_turns(messages: list[Message]) -> None:
+    from gensearcher.agent.protocol import AnswerTurn, InvalidTurn, parse_turn  # data sits below agent
+
     shown: set[str] = set()
     for number, message in enumerate(messages):
         if message.role == "user":
