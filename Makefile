@@ -40,7 +40,9 @@ bench: install
 	$(PY) benchmarks/generator_server.py
 	$(PY) benchmarks/judge_throughput.py
 	$(PY) benchmarks/viewer.py
-	@echo "benchmarks/gpu_generate.py needs a GPU: run it there (--tiny checks it on CPU)"
+	$(PY) benchmarks/sft_throughput.py
+	$(PY) benchmarks/sft_import.py
+	@echo "benchmarks/gpu_generate.py and gpu_sft.py need a GPU: run them there (--tiny checks them on CPU)"
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache

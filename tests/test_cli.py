@@ -134,9 +134,9 @@ def test_a_non_positive_concurrency_is_a_one_line_error_not_a_hang(tmp_path, arg
     assert not (tmp_path / "kg").exists() and not (tmp_path / "eval").exists()
 
 
-def test_train_is_not_built_yet_and_says_so(tmp_path):
-    result = gensearcher("train", cwd=tmp_path)
-    assert result.returncode == 2 and result.stderr.strip() == "error: training is not built yet (SFT and GRPO over TRL come next)"
+def test_grpo_is_not_built_yet_and_says_so(tmp_path):
+    result = gensearcher("train", "grpo", "--model", "ckpt/sft", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip() == "error: GRPO training is not built yet (gensearcher train sft is)"
 
 
 def test_judge_accepts_rows_without_id_as_the_reference_does(tmp_path):

@@ -5,7 +5,7 @@
     │   ├── ConfigError          a setting is missing or invalid; names the setting (its environment variable)
     │   ├── server.app.InputError      a bad request to the generator server (its status, a JSON error body)
     │   └── server.guard.BodyTooLarge  a request body grew past the server's cap (413)
-    ├── NotBuiltError            a declared feature not implemented yet (`gensearcher train`); exit 2
+    ├── NotBuiltError            a declared feature not implemented yet (`gensearcher train grpo`); exit 2
     ├── PolicyError              the policy endpoint or model failed (infrastructure); the batch records it
     │   └── ContextLengthExceeded      the conversation no longer fits the model's context
     ├── ToolError                a tool failed; the agent shows the message to the model as an observation

@@ -388,18 +388,10 @@ def cache_import(
     _guarded(body)
 
 
-@app.command()
-def train() -> None:
-    """Training (SFT and GRPO over TRL, driving the same agent loop as the rollout): not built yet."""
-
-    def body() -> None:
-        raise NotBuiltError("training is not built yet (SFT and GRPO over TRL come next)")
-
-    _guarded(body)
-
-
 # Commands that live in their own modules register themselves on `app` when imported.
+from gensearcher.cli import data as _data_commands  # noqa: E402, F401
 from gensearcher.cli import evaluate as _evaluate_commands  # noqa: E402, F401
+from gensearcher.cli import train as _train_commands  # noqa: E402, F401
 from gensearcher.cli import view as _view_command  # noqa: E402, F401
 
 

@@ -61,18 +61,8 @@ class TransformersPolicy:
 
     def _generate(self, messages: list[Message], max_tokens: int) -> PolicyResponse:
         import torch
-        from PIL import Image
 
-        chat = []
-        for message in messages:
-            content: list[dict[str, Any]] = [
-                {"type": "image", "image": Image.open(image.path).convert("RGB")} for image in message.images
-            ]
-            content.append({"type": "text", "text": message.text})
-            chat.append({"role": message.role, "content": content})
-        inputs = self._processor.apply_chat_template(
-            chat, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-        ).to(self._model.device)
+        inputs = encode_messages(self._processor, messages, add_generation_prompt=True).to(self._model.device)
         prompt_len = int(inputs["input_ids"].shape[1])
         limit = getattr(self._model.config.get_text_config(), "max_position_embeddings", None)
         if limit is not None and prompt_len + 1 > limit:
@@ -113,6 +103,34 @@ class TransformersPolicy:
         )
 
 
+def chat_for_processor(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Our messages as the processor's chat template takes them: per message its images, then its text.
+
+    The one place that decides how a conversation reaches a local model. The in-process policy and the SFT
+    collator (`gensearcher.train.collator`) both call it, so training sees the exact tokens and pixels the
+    agent shows at inference. Images are the stored, already capped files of the trajectory.
+    """
+    from PIL import Image
+
+    chat = []
+    for message in messages:
+        content: list[dict[str, Any]] = []
+        for image in message.images:
+            with Image.open(image.path) as opened:
+                content.append({"type": "image", "image": opened.convert("RGB")})
+        content.append({"type": "text", "text": message.text})
+        chat.append({"role": message.role, "content": content})
+    return chat
+
+
+def encode_messages(processor: Any, messages: Sequence[Message], *, add_generation_prompt: bool) -> Any:
+    """Token ids, attention mask and pixel inputs (a `BatchFeature` of batch 1) for one conversation."""
+    return processor.apply_chat_template(
+        chat_for_processor(messages), add_generation_prompt=add_generation_prompt, tokenize=True,
+        return_dict=True, return_tensors="pt",
+    )
+
+
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     ids = model.generation_config.eos_token_id
     found = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
@@ -135,10 +153,10 @@ def _load(config: PolicyConfig) -> tuple[Any, Any]:
         raise ConfigError(f"cannot load the policy checkpoint {config.model!r}: {exc}") from None
     # transformers annotates `to` through an unbound-method wrapper, so mypy sees `self` as the device.
     model.to(config.device).eval()  # type: ignore[arg-type]
-    return model, _load_processor(source)
+    return model, load_processor(source)
 
 
-def _load_processor(source: str) -> Any:
+def load_processor(source: str) -> Any:
     """The checkpoint's processor, or an image-only one where the video processor cannot load.
 
     Without torchvision, transformers cannot build Qwen-VL video processors, and `AutoProcessor` then
