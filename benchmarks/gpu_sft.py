@@ -100,7 +100,7 @@ def synthetic_rows(tokens: int, images_per_turn: int, image_side: int, folder: P
     """Agent-shaped conversations (tool calls, image results, final answer) of about `tokens` tokens."""
     from PIL import Image
 
-    from gensearcher.data.sft import SFTRow
+    from gensearcher.train.dataset import SFTRow
     from gensearcher.images import prepare_for_policy
     from gensearcher.messages import Message
 

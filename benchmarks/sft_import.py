@@ -50,7 +50,7 @@ def main() -> dict[str, object]:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--images", type=int, default=100)
     args = parser.parse_args()
-    from gensearcher.data.sharegpt import import_sharegpt
+    from gensearcher.train.sharegpt import import_sharegpt
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)

@@ -26,7 +26,7 @@ def build_dataset(folder: Path, rows: int) -> Path:
     from PIL import Image
 
     from gensearcher.agent import prompts
-    from gensearcher.data.sft import SFTManifest, SFTRow, prepare_out, write_dataset
+    from gensearcher.train.dataset import SFTManifest, SFTRow, prepare_out, write_dataset
     from gensearcher.images import prepare_for_policy
     from gensearcher.messages import Message
     from gensearcher.tools.base import PROTOCOL_TOOLS, Toolbox
@@ -65,7 +65,7 @@ def main() -> dict[str, object]:
     import torch
     from transformers import TrainerCallback
 
-    from gensearcher.data.sft import read_dataset
+    from gensearcher.train.dataset import read_dataset
     from gensearcher.policy.transformers_local import load_processor
     from gensearcher.testing.tiny_models import save_tiny_qwen3_vl
     from gensearcher.train.collator import AgentChatCollator

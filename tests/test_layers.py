@@ -27,8 +27,8 @@ LAYERS: list[set[str]] = [
     {"agent"},
     {"generate", "judge"},  # judge reads answers with the agent's lenient JSON
     {"server", "evaluate", "pipeline"},
-    {"viewer"},  # reads every stage's files and the evaluation's scores
-    {"cli", "train", "testing"},  # testing: doubles shipped for users' tests
+    {"viewer", "train"},  # viewer: reads every stage's files; train: SFT data and training over the agent
+    {"cli", "testing"},  # testing: doubles shipped for users' tests
     {"__main__"},
 ]
 # Upward edges known and to be removed: each must still exist (delete its line when it is gone).

@@ -4,7 +4,9 @@
     ├── UserError                the user can fix it (bad file, bad flag); the CLI prints one line, exit 2
     │   ├── ConfigError          a setting is missing or invalid; names the setting (its environment variable)
     │   ├── server.app.InputError      a bad request to the generator server (its status, a JSON error body)
-    │   └── server.guard.BodyTooLarge  a request body grew past the server's cap (413)
+    │   ├── server.guard.BodyTooLarge  a request body grew past the server's cap (413)
+    │   ├── train.sharegpt.BadRow      a sharegpt row is unusable (reported with its index, left out)
+    │   └── train.collator.RenderError a training row does not render as the agent's turns
     ├── NotBuiltError            a declared feature not implemented yet (`gensearcher train grpo`); exit 2
     ├── PolicyError              the policy endpoint or model failed (infrastructure); the batch records it
     │   └── ContextLengthExceeded      the conversation no longer fits the model's context

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gensearcher.data.sft import SFTRow, read_dataset
-from gensearcher.data.sharegpt import export_llamafactory, import_sharegpt, merge_user_turns
 from gensearcher.errors import UserError
 from gensearcher.messages import ImageRef, Message
+from gensearcher.train.dataset import SFTRow, read_dataset
+from gensearcher.train.sharegpt import export_llamafactory, import_sharegpt, merge_user_turns
 
 SYSTEM = "You are a research agent. Current date: 2026-11-27"
 CALL = '<think>Find it.</think>\n<tool_call>\n{"name": "image_search", "arguments": {"query": "trophy"}}\n</tool_call>'

@@ -9,10 +9,10 @@ import pytest
 
 from gensearcher.agent import BatchRunner, Task
 from gensearcher.agent.trajectory import load_trajectory
-from gensearcher.data.rl import import_rl, read_rl
-from gensearcher.data.sft import ImageStore, SFTManifest, read_dataset, rows_from_runs, write_dataset
 from gensearcher.errors import UserError
 from gensearcher.testing import ScriptedPolicyServer
+from gensearcher.train.dataset import ImageStore, SFTManifest, read_dataset, rows_from_runs, write_dataset
+from gensearcher.train.rl_data import import_rl, read_rl
 from tests.conftest import make_image
 from tests.helpers import answer, call
 

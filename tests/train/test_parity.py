@@ -9,9 +9,9 @@ import torch
 
 from gensearcher.agent.trajectory import load_trajectory
 from gensearcher.config import PolicyConfig
-from gensearcher.data.sft import ImageStore, rows_from_runs
 from gensearcher.policy.transformers_local import TransformersPolicy, load_processor
 from gensearcher.train.collator import IGNORE, AgentChatCollator
+from gensearcher.train.dataset import ImageStore, rows_from_runs
 
 
 class Recording:
@@ -69,7 +69,7 @@ async def test_sft_row_equals_what_the_agent_loop_sends(row_and_trajectory, tiny
             assert torch.equal(sent["image_grid_thw"], batch["image_grid_thw"][: sent["image_grid_thw"].shape[0]])
         # ... and the trained tokens are the turn as the model writes it, then the stop token.
         text = trajectory.messages[index].text
-        expected = processor.tokenizer.encode(text, add_special_tokens=False) + [collator.im_end]
+        expected = [*processor.tokenizer.encode(text, add_special_tokens=False), collator.im_end]
         assert ids[start:end].tolist() == expected and labels[start:end].tolist() == expected
     assert pixel_rows == batch["pixel_values"].shape[0]  # every image of the row was in some prompt
     trained = (labels != IGNORE).nonzero().flatten().tolist()

@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file
 
 from gensearcher.config import PolicyConfig
-from gensearcher.data.sft import ImageStore, SFTManifest, rows_from_runs, write_dataset
 from gensearcher.errors import UserError
 from gensearcher.messages import Message
 from gensearcher.policy.transformers_local import TransformersPolicy, load_processor
 from gensearcher.train.collator import AgentChatCollator
 from gensearcher.train.config import load_config
+from gensearcher.train.dataset import ImageStore, SFTManifest, rows_from_runs, write_dataset
 from gensearcher.train.sft import freeze_vision, train_sft
 
 FAST = {"learning_rate": 1e-2, "per_device_train_batch_size": 2, "gradient_checkpointing": False,
@@ -46,7 +46,7 @@ def weights(folder):
 def test_the_frozen_vision_tower_gets_no_gradient(dataset, tiny_checkpoint):
     from transformers import AutoModelForImageTextToText
 
-    from gensearcher.data.sft import read_dataset
+    from gensearcher.train.dataset import read_dataset
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_checkpoint)
     frozen = freeze_vision(model)

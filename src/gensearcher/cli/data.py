@@ -37,8 +37,8 @@ def import_sft(
     """Import a sharegpt SFT file; bad rows are reported (index and reason) and left out."""
 
     def body() -> None:
-        from gensearcher.data.sft import summary
-        from gensearcher.data.sharegpt import import_sharegpt
+        from gensearcher.train.dataset import summary
+        from gensearcher.train.sharegpt import import_sharegpt
 
         manifest, rows = import_sharegpt(file, out, images_root=images_root, max_pixels=max_pixels)
         _skipped_lines(manifest.skipped)
@@ -58,7 +58,7 @@ def from_runs(
     """Our trajectories as SFT rows: answer terminations only; with --judged, the best ones (rejection sampling)."""
 
     def body() -> None:
-        from gensearcher.data.sft import SFTManifest, prepare_out, rows_from_runs, summary, write_dataset
+        from gensearcher.train.dataset import SFTManifest, prepare_out, rows_from_runs, summary, write_dataset
 
         store = prepare_out(out)
         rows, skipped = rows_from_runs(runs, store, judged=judged or None, min_score=min_score,
@@ -80,8 +80,8 @@ def export_sft(
     """Write the dataset for another trainer: LLaMA-Factory sharegpt plus its dataset_info.json entry."""
 
     def body() -> None:
-        from gensearcher.data.sft import read_dataset
-        from gensearcher.data.sharegpt import export_llamafactory
+        from gensearcher.train.dataset import read_dataset
+        from gensearcher.train.sharegpt import export_llamafactory
 
         if format != "llamafactory":
             raise UserError(f"--format {format!r}: the one export format is llamafactory")
@@ -104,7 +104,7 @@ def import_rl(
     """Import RL prompts; items without a prompt or with a missing image are reported and skipped."""
 
     def body() -> None:
-        from gensearcher.data.rl import import_rl as run
+        from gensearcher.train.rl_data import import_rl as run
 
         manifest = run(file, out, test_ratio=test_ratio, seed=seed)
         _skipped_lines(manifest.skipped)
@@ -156,8 +156,8 @@ def inspect(path: Path, *, validate: bool, images_root: Path | None = None) -> d
 
 
 def _sft_folder(path: Path, validate: bool) -> dict[str, Any]:
-    from gensearcher.data.sft import check_control_tokens, read_dataset, summary
     from gensearcher.images import sha256_file
+    from gensearcher.train.dataset import check_control_tokens, read_dataset, summary
 
     manifest, rows = read_dataset(path)
     report: dict[str, Any] = {"kind": "sft", "skipped_at_build": len(manifest.skipped), **summary(rows)}
@@ -176,8 +176,8 @@ def _sft_folder(path: Path, validate: bool) -> dict[str, Any]:
 
 
 def _sharegpt_file(path: Path, images_root: Path | None) -> dict[str, Any]:
-    from gensearcher.data.sft import summary
-    from gensearcher.data.sharegpt import import_sharegpt
+    from gensearcher.train.dataset import summary
+    from gensearcher.train.sharegpt import import_sharegpt
 
     with tempfile.TemporaryDirectory() as scratch:
         manifest, rows = import_sharegpt(path, Path(scratch) / "check", images_root=images_root, max_pixels=160_000)
@@ -186,7 +186,7 @@ def _sharegpt_file(path: Path, images_root: Path | None) -> dict[str, Any]:
 
 
 def _rl_folder(path: Path) -> dict[str, Any]:
-    from gensearcher.data.rl import read_rl
+    from gensearcher.train.rl_data import read_rl
 
     manifest, splits = read_rl(path)
     problems = [{"index": f"{split}:{task.id}", "reason": "gt_image missing"}
@@ -197,7 +197,7 @@ def _rl_folder(path: Path) -> dict[str, Any]:
 
 
 def _rl_file(path: Path) -> dict[str, Any]:
-    from gensearcher.data.rl import import_rl as run
+    from gensearcher.train.rl_data import import_rl as run
 
     with tempfile.TemporaryDirectory() as scratch:
         manifest = run(path, Path(scratch), test_ratio=0.0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gensearcher.errors import UserError
 from gensearcher.messages import Message
 from gensearcher.policy.transformers_local import encode_messages
 
@@ -22,7 +23,7 @@ IGNORE = -100
 _SEQUENCE_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
 
 
-class RenderError(ValueError):
+class RenderError(UserError):
     """A row the chat template renders in a way the assistant mask cannot be built from."""
 
 

@@ -23,10 +23,10 @@ from pydantic import BaseModel, Field
 
 from gensearcher import __version__
 from gensearcher._files import write_atomic
-from gensearcher.data.sft import MANIFEST_FILE, ROWS_FILE, SFTRow, read_dataset
 from gensearcher.errors import UserError
 from gensearcher.train.collator import AgentChatCollator, RenderError
 from gensearcher.train.config import GenSFTConfig
+from gensearcher.train.dataset import MANIFEST_FILE, ROWS_FILE, SFTRow, read_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +76,10 @@ def train_sft(config: GenSFTConfig, *, model: str, data: Path, resume: bool = Fa
     trainer = build_trainer(policy, processor, collator, rows, config)
     for callback in callbacks or []:
         trainer.add_callback(callback)
-    resume_from = _checkpoint_to_resume(Path(config.output_dir)) if resume else None
+    output_dir = Path(str(config.output_dir))  # always set by load_config
+    resume_from = _checkpoint_to_resume(output_dir) if resume else None
     result = trainer.train(resume_from_checkpoint=resume_from)
-    out = Path(config.output_dir)
+    out = output_dir
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)  # before a LoRA merge
     save_checkpoint(trainer, processor, out, lora=config.lora)
     record = TrainingRecord(

@@ -23,8 +23,8 @@ from pydantic import BaseModel, Field, ValidationError
 from gensearcher._files import write_atomic
 from gensearcher.data.io import PathNotFound, read_rows, resolve_path
 from gensearcher.data.records import Task
-from gensearcher.data.sft import SkippedRow
 from gensearcher.errors import UserError
+from gensearcher.train.dataset import SkippedRow
 
 SPLITS = ("train", "test")
 

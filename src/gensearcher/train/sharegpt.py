@@ -23,7 +23,10 @@ from typing import Any
 
 from gensearcher._files import write_atomic
 from gensearcher.data.io import read_rows
-from gensearcher.data.sft import (
+from gensearcher.errors import ToolError, UserError
+from gensearcher.images import prepare_for_policy
+from gensearcher.messages import ImageRef, Message
+from gensearcher.train.dataset import (
     ImageStore,
     SFTManifest,
     SFTRow,
@@ -32,16 +35,13 @@ from gensearcher.data.sft import (
     prepare_out,
     write_dataset,
 )
-from gensearcher.errors import ToolError, UserError
-from gensearcher.images import prepare_for_policy
-from gensearcher.messages import ImageRef, Message
 
 PLACEHOLDER = "<image>"
 _LEADING = re.compile(r"^(?:<image>)+")
 _IMG_ID = re.compile(r"IMG_\d+")
 
 
-class BadRow(ValueError):
+class BadRow(UserError):
     """A row that cannot be trained on; the message is the reason reported for it."""
 
 
@@ -98,7 +98,7 @@ def check_row(item: Any, *, source: Path, images_root: Path | None, store: Image
             raise BadRow(f"turn {number} ({role}): images are only allowed in user turns")
         images = [_image(queue.pop(0), base, images_root, store, max_pixels, {} if seen is None else seen)
                   for _ in range(count)]
-        messages.append(Message(role=role, text=body, images=images))  # type: ignore[arg-type]
+        messages.append(Message(role=role, text=body, images=images))
     try:
         check_control_tokens(messages)
     except ValueError as exc:

@@ -34,7 +34,7 @@ from gensearcher.messages import ImageRef, Message
 ROWS_FILE = "rows.jsonl"
 MANIFEST_FILE = "manifest.json"
 IMAGE_DIR = "images"
-FORMAT = "gensearcher-sft"
+FORMAT: Literal["gensearcher-sft"] = "gensearcher-sft"
 
 # Chat control tokens of the Qwen family. Text holding one would be parsed as that token by the tokenizer,
 # which breaks the turn structure (and the assistant mask), so such rows are left out.
@@ -212,12 +212,13 @@ def rows_from_runs(run_dirs: list[Path], store: ImageStore, *, judged: list[Path
                 if len(scores) == 1 and len(run_dirs) > 1 and key in seen_tasks and seen_tasks[key] != str(run_dir):
                     raise UserError(f"id {key!r} is in two runs ({seen_tasks[key]}, {run_dir}): give one --judged per --from")
                 seen_tasks[key] = str(run_dir)
-                if key not in table or table[key] is None:
+                score = table.get(key)
+                if score is None:
                     skipped.append(where.model_copy(update={"reason": "not judged (no score in the judged file)"}))
                     continue
-                row.score = table[key]
-                if min_score is not None and row.score < min_score:
-                    skipped.append(where.model_copy(update={"reason": f"score {row.score} below --min-score {min_score}"}))
+                row.score = score
+                if min_score is not None and score < min_score:
+                    skipped.append(where.model_copy(update={"reason": f"score {score} below --min-score {min_score}"}))
                     continue
             rows.append(row)
     return rows, skipped
