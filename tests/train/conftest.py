@@ -68,12 +68,8 @@ async def record_run(out: Path, script: dict[str, list[str]], prompt_file: Path,
         settings = load_settings(web_settings(web, policy={"base_url": server.base_url, "model": "scripted",
                                                            "temperature": 0.0},
                                               cache={"dir": str(out / "web-cache")}))
-        agent, tools = build_agent(settings, out, prompt_file)
-        try:
+        async with build_agent(settings, out, system_prompt_file=prompt_file) as agent:
             await BatchRunner(agent, out, concurrency=2).run(load_tasks(tasks_file))
-        finally:
-            await agent.policy.aclose()
-            await tools.aclose()
     return out
 
 
