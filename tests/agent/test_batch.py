@@ -162,3 +162,26 @@ async def test_resume_reruns_a_task_whose_prompt_changed(make_agent, tmp_path):
     assert asked == {"prompt 1, reworded"} and summary.skipped == 1
     rows = json.loads((tmp_path / "out" / "results.json").read_text())
     assert rows[1]["prompt"] == "prompt 1, reworded"
+
+
+async def test_resume_carries_the_current_labels_and_unknown_fields(make_agent, tmp_path):
+    items = knowgen_items(2)
+    tasks = load_tasks_from(tmp_path, items)
+    with ScriptedPolicyServer(script_for(items)) as server:
+        await BatchRunner(make_agent(server), tmp_path / "out").run(tasks)
+    items[1]["meta"] = {"category": "film", "difficulty": "hard"}  # a corrected benchmark file
+    items[1]["source"] = "kg-v2"
+    with ScriptedPolicyServer(script_for(items)) as server:
+        summary = await BatchRunner(make_agent(server), tmp_path / "out", resume=True).run(load_tasks_from(tmp_path, items))
+        assert server.requests == [] and summary.skipped == 2  # the research itself is unchanged
+    row = json.loads((tmp_path / "out" / "results.json").read_text())[1]
+    assert row["meta"] == {"category": "film", "difficulty": "hard"} and row["source"] == "kg-v2"
+
+
+async def test_resume_refuses_a_results_file_without_trajectories(make_agent, tmp_path):
+    (tmp_path / "ref").mkdir()
+    reference = [{"id": "k0", "prompt": "prompt 0", "gen_prompt": "REFERENCE RESULT", "termination": "answer"}]
+    (tmp_path / "ref" / "results.json").write_text(json.dumps(reference))
+    with ScriptedPolicyServer({}) as server, pytest.raises(UserError, match="no trajectories/ beside it"):
+        await BatchRunner(make_agent(server), tmp_path / "ref", resume=True).run(load_tasks_from(tmp_path, knowgen_items(1)))
+    assert json.loads((tmp_path / "ref" / "results.json").read_text()) == reference

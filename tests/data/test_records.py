@@ -85,3 +85,39 @@ def test_file_names_are_different_for_different_ids():
     for name in names:
         assert "/" not in name and "\\" not in name and not name.startswith(".") and len(name) < 120
     assert item_filename("t.1", ".png") == "t.1.png" and item_filename(12, ".json") == "12.json"
+
+
+def test_jsonl_keeps_unicode_line_separators_inside_strings(tmp_path):
+    path = tmp_path / "kg.jsonl"
+    path.write_text('{"id": 1, "prompt": "Poster with the line \u2028 break"}\r\n{"id": 2, "prompt": "b\u0085c"}\n',
+                    encoding="utf-8")
+    assert [t.prompt for t in load_tasks(path)] == ["Poster with the line \u2028 break", "b\u0085c"]
+
+
+def test_paths_climb_only_along_the_input_files_own_folders(tmp_path, monkeypatch):
+    from gensearcher.data import PathNotFound, resolve_path
+    from tests.conftest import make_image
+
+    # the reference's layout: rllm/eval_output/test/results.json names eval_output/test/ref_images/x.jpg
+    results = tmp_path / "rllm" / "eval_output" / "test" / "results.json"
+    make_image(results.parent / "ref_images" / "x.jpg")
+    results.write_text("[]")
+    assert resolve_path("eval_output/test/ref_images/x.jpg", results) == results.parent / "ref_images" / "x.jpg"
+    # an unrelated images/1.png two folders up is not picked up for a run's images/1.png
+    make_image(tmp_path / "images" / "1.png")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(PathNotFound, match="not found relative to the input file's folder"):
+        resolve_path("images/1.png", tmp_path / "proj" / "run" / "results.json")
+
+
+def test_a_linked_input_file_resolves_against_the_folder_it_was_named_in(tmp_path):
+    from gensearcher.data import resolve_path
+    from tests.conftest import make_image
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "bench.json").write_text("[]")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "bench.json").symlink_to(tmp_path / "real" / "bench.json")
+    make_image(tmp_path / "work" / "gt" / "1.png")
+    assert resolve_path("gt/1.png", tmp_path / "work" / "bench.json") == tmp_path / "work" / "gt" / "1.png"

@@ -87,9 +87,11 @@ def check(rows, scores, ids):
     for group in ("science_and_knowledge", "pop_culture_and_news"):
         table = scores["groups"][group]["reference"]
         assert abs(table["k_score"] - 100 * expected[group]["overall"]) < 0.006
-        assert abs(table["k_score"] - 100 * summary[group]["avg_scores"]["overall"]) < 0.006  # the two files agree
+        assert table["k_score"] == round(100 * summary[group]["avg_scores"]["overall"], 2)  # the two files agree
+        for key in DIMS:
+            assert table[key] == round(100 * summary[group]["avg_scores"][key], 2)
     assert abs(scores["overall"]["reference"]["k_score"] - 100 * expected["overall_avg"]["overall"]) < 0.006
-    assert abs(scores["overall"]["reference"]["k_score"] - 100 * summary["overall_avg"]["avg_scores"]["overall"]) < 0.006
+    assert scores["overall"]["reference"]["k_score"] == round(100 * summary["overall_avg"]["avg_scores"]["overall"], 2)
 
 
 def test_unusual_judge_values_give_the_reference_numbers(tmp_path):
@@ -113,3 +115,25 @@ def test_one_group_run_counts_the_empty_group_as_zero_in_both_files(tmp_path):
     assert summary["pop_culture_and_news"]["count"] == 0
     science = summary["science_and_knowledge"]["avg_scores"]["overall"]
     assert abs(summary["overall_avg"]["avg_scores"]["overall"] - science / 2) < 1e-4
+
+
+def test_the_two_files_agree_to_the_last_digit_on_random_judgements():
+    """117 of 5,000 random groups once showed 0.5563 beside 55.62: both now come from one rounding."""
+    import random
+
+    from gensearcher.evaluate.runner import reference_summary_rows
+    from gensearcher.evaluate.scores import ItemResult, knowgen_tables
+
+    rng = random.Random(7)
+    for trial in range(300):
+        items = []
+        for i in range(rng.randint(1, 9)):
+            values = {d: round(rng.random(), 2) for d in DIMS}
+            items.append(ItemResult(id=i, category=rng.choice(["sports", "film", "history", "anime"]), judged=True,
+                                    scores=values, text_na=rng.random() < 0.2))
+        rows = {row.summary_type: row for row in reference_summary_rows(items)}
+        tables = knowgen_tables(items, resamples=0)
+        for group in ("science_and_knowledge", "pop_culture_and_news"):
+            for key in DIMS:
+                assert tables["groups"][group]["reference"][key] == round(100 * rows[group].avg_scores[key], 2), trial
+        assert tables["overall"]["reference"]["k_score"] == round(100 * rows["overall_avg"].avg_scores["overall"], 2)

@@ -45,3 +45,15 @@ async def test_lookalike_ids_get_their_own_images(tmp_path):
         with Image.open(path) as image:
             colours.add(image.getpixel((0, 0)))
     assert len(colours) == len(ids)  # no image overwrote another
+
+
+async def test_generation_keeps_the_research_rows_unknown_fields(tmp_path):
+    rows = [{"id": 1, "prompt": "p", "termination": "answer", "gen_prompt": "g", "source": "kg-v2",
+             "trajectory": "trajectories/1.json", "meta": {"category": "film", "note": "kept"}}]
+    source = tmp_path / "research" / "results.json"
+    source.parent.mkdir()
+    source.write_text(json.dumps(rows))
+    await GenerateRunner(ColourOfThePrompt(), tmp_path / "out", mode="text_only").run(load_research_results(source), source)
+    row = json.loads((tmp_path / "out" / "results.json").read_text())[0]
+    assert row["source"] == "kg-v2" and row["meta"] == {"category": "film", "note": "kept"}
+    assert row["trajectory"] == str(tmp_path / "research" / "trajectories" / "1.json")

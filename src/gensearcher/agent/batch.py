@@ -28,10 +28,9 @@ from gensearcher.data import (
     Task,
     ThrottledWriter,
     json_array,
-    read_rows,
-    resolve_or_keep,
+    read_tasks,
 )
-from gensearcher.data.io import dumps, unique_ids, validation_message
+from gensearcher.data.io import dumps
 from gensearcher.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -40,48 +39,26 @@ RESULTS_FILE = "results.json"
 # The reference agent output caps each message's text and image list.
 _MAX_CONTENT_CHARS = 50_000
 _MAX_MESSAGE_IMAGES = 10
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,79}")
+# Lower case only (macOS and Windows file systems ignore case), no trailing dot, no Windows device name.
+_SAFE_NAME = re.compile(r"[a-z0-9_\-][a-z0-9_.\-]{0,78}[a-z0-9_\-]|[a-z0-9_\-]")
+_DEVICE_NAMES = re.compile(r"(con|prn|aux|nul|com\d|lpt\d)(\..*)?")
 
 
 def load_tasks(path: Path) -> list[Task]:
-    """Read tasks from JSON (a list or one object) or JSONL: KnowGen-style objects or plain prompt strings.
-
-    Ids are kept as given (numbers or strings); a missing id becomes the item's index; `"id": null` is an
-    error. A relative `gt_image` (or legacy `gen_image`) is made absolute against the file's folder, then
-    the working folder; one that exists nowhere is kept as given (the judge reports it for that item).
-    """
-    items = read_rows(path)
-    if not items:
-        raise UserError(f"{path} holds no tasks")
-    tasks: list[Task] = []
-    for index, item in enumerate(items):
-        if isinstance(item, str):
-            item = {"id": index, "prompt": item}
-        if not isinstance(item, dict):
-            raise UserError(f"{path}: item {index} is neither a prompt string nor an object")
-        if "id" not in item:
-            item = {"id": index, **item}
-        if item["id"] is None:
-            raise UserError(f"{path}: item {index}: id is null")
-        try:
-            task = Task.model_validate(item)
-        except ValidationError as exc:
-            raise UserError(f"{path}: item {index}: {validation_message(exc)}") from None
-        task.gt_image = resolve_or_keep(task.gt_image, path)
-        tasks.append(task)
-    unique_ids(tasks, path)
-    return tasks
+    """The tasks of a JSON or JSONL file (see `gensearcher.data.read_tasks`)."""
+    return read_tasks(path)
 
 
 def item_filename(item_id: int | str, suffix: str) -> str:
     """A safe file name for an item id, different for every different id.
 
-    Ids made of letters, digits, `_`, `-` and `.` (not leading) name their file as they are; any other id
-    gets a readable slug plus a hash of the id after a `~`, a character safe ids never contain, so no two
-    ids share a file (`t.1` and `t.2`, `a b` and `a_b`).
+    Ids made of lower-case letters, digits, `_`, `-` and `.` (not first or last) name their file as they
+    are; any other id gets a readable slug plus a hash of the id after a `~`, a character safe ids never
+    contain, so no two ids share a file (`t.1` and `t.2`, `a b` and `a_b`, `A` and `a` on a file system
+    that ignores case).
     """
     raw = str(item_id)
-    if _SAFE_NAME.fullmatch(raw):
+    if _SAFE_NAME.fullmatch(raw) and not _DEVICE_NAMES.fullmatch(raw):
         return f"{raw}{suffix}"
     slug = re.sub(r"[^A-Za-z0-9_\-]+", "_", raw)[:60].strip("_") or "item"
     return f"{slug}~{hashlib.sha256(raw.encode()).hexdigest()[:16]}{suffix}"
@@ -91,10 +68,17 @@ def trajectory_filename(task_id: int | str) -> str:
     return item_filename(task_id, ".json")
 
 
-def result_row(trajectory: Trajectory, trajectory_path: str) -> ResearchRow:
-    """One row of results.json, in the reference system's agent-output format (plus `trajectory`, `error`)."""
-    task, answer = trajectory.task, trajectory.answer
+def result_row(trajectory: Trajectory, trajectory_path: str | None, task: Task | None = None) -> ResearchRow:
+    """One row of results.json, in the reference system's agent-output format (plus `trajectory`, `error`).
+
+    `task` is the task as the input file gives it now (default: the trajectory's): a resumed run carries
+    the current labels and ground truth, and every field of the task we do not know is kept.
+    """
+    task = task or trajectory.task
+    answer = trajectory.answer
+    known = set(ResearchRow.model_fields)
     return ResearchRow(
+        **{key: value for key, value in (task.model_extra or {}).items() if key not in known},
         id=task.id,
         prompt=task.prompt,
         meta=task.meta,
@@ -163,6 +147,11 @@ class BatchRunner:
         results_path = self.out_dir / RESULTS_FILE
         if results_path.exists() and not self.resume:
             raise UserError(f"{results_path} exists: resume that run (--resume) or choose another output folder")
+        if results_path.exists() and not (self.out_dir / TRAJECTORY_DIR).is_dir():
+            # Resuming works from our trajectory files; without them every row would be researched again
+            # and the file (perhaps the reference system's own output) overwritten.
+            raise UserError(f"{results_path} has no {TRAJECTORY_DIR}/ beside it, so it is not a research run to "
+                            "resume: choose another output folder")
         (self.out_dir / TRAJECTORY_DIR).mkdir(parents=True, exist_ok=True)
         writer = ThrottledWriter(results_path, [str(task.id) for task in tasks], json_array)
         terminations: dict[str, int] = {}
@@ -170,7 +159,7 @@ class BatchRunner:
         for task in tasks:
             previous = await asyncio.to_thread(self._previous, task) if self.resume else None
             if previous is not None and previous.termination not in (None, "error"):
-                row = result_row(previous, self._relative(task))
+                row = result_row(previous, self._relative(task), task)
                 writer.put(str(task.id), dumps(row))
                 terminations[row.termination] = terminations.get(row.termination, 0) + 1
             else:
@@ -222,11 +211,11 @@ class BatchRunner:
             trajectory = await self.agent.run(task, resume=resume, checkpoint=checkpoint)
         except Exception as exc:  # a bug must cost one item, not the batch
             logger.exception("task %r crashed", task.id)
-            return result_row(_crashed(task, exc), relative)
+            return result_row(_crashed(task, exc), None)
         # No fsync per item: the rename survives a killed process, and at 100,000 items the flushes would
         # cost more than the research bookkeeping itself; results.json is flushed at the end.
         await asyncio.to_thread(save_trajectory, trajectory, path, fsync=False)
-        return result_row(trajectory, relative)
+        return result_row(trajectory, relative, task)
 
     def _previous(self, task: Task) -> Trajectory | None:
         """The stored trajectory of this task, if it is one (same id and prompt) that can be reused."""

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from gensearcher._files import write_atomic
+from gensearcher.data.records import Task
 from gensearcher.errors import GenSearcherError, UserError
 
 RecordT = TypeVar("RecordT", bound=BaseModel)
+logger = logging.getLogger(__name__)
 
 
 class PathNotFound(GenSearcherError):
@@ -52,7 +55,9 @@ def read_rows(path: Path) -> list[Any]:
 
 def _read_lines(path: Path, text: str) -> list[Any]:
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split on newlines only: str.splitlines also splits on U+2028 and other separators that JSON strings
+    # written with ensure_ascii=False may hold.
+    for number, line in enumerate(text.split("\n"), start=1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
@@ -92,6 +97,41 @@ def read_records(path: Path, model: type[RecordT], *, skip: Callable[[dict[str, 
     return records
 
 
+def read_tasks(path: Path) -> list[Task]:
+    """Tasks from JSON (a list or one object) or JSONL: KnowGen-style objects or plain prompt strings.
+
+    Ids are kept as given (numbers or strings); a missing id becomes the item's index; `"id": null` is an
+    error. A relative `gt_image` (or legacy `gen_image`) is made absolute by `resolve_path`; one that
+    exists nowhere is logged and kept, absolute against the file's folder (the judge fails that item).
+    """
+    items = read_rows(path)
+    if not items:
+        raise UserError(f"{path} holds no tasks")
+    tasks: list[Task] = []
+    for index, item in enumerate(items):
+        if isinstance(item, str):
+            item = {"id": index, "prompt": item}
+        if not isinstance(item, dict):
+            raise UserError(f"{path}: item {index} is neither a prompt string nor an object")
+        if "id" not in item:
+            item = {"id": index, **item}
+        if item["id"] is None:
+            raise UserError(f"{path}: item {index}: id is null")
+        try:
+            task = Task.model_validate(item)
+        except ValidationError as exc:
+            raise UserError(f"{path}: item {index}: {validation_message(exc)}") from None
+        if task.gt_image:
+            try:
+                task.gt_image = str(resolve_path(task.gt_image, path, what="gt_image"))
+            except PathNotFound as exc:
+                logger.warning("%s: item %r: %s", path, task.id, exc)
+                task.gt_image = resolve_or_keep(task.gt_image, path)
+        tasks.append(task)
+    unique_ids(tasks, path)
+    return tasks
+
+
 def unique_ids(records: Iterable[Any], source: Path) -> None:
     """Raise UserError on the first id that appears twice (ids compare as strings, like file names)."""
     seen: set[str] = set()
@@ -105,22 +145,27 @@ def unique_ids(records: Iterable[Any], source: Path) -> None:
 def resolve_path(value: str, source: Path, *, what: str = "file") -> Path:
     """An existing file named in the input file `source`, as an absolute path.
 
-    A relative path is tried against `source`'s folder, then the working folder, then the folders above
-    `source` (the reference runner writes paths relative to the folder it was started in, which holds
-    its output folder). Raises PathNotFound naming the places tried.
+    A relative path is tried against `source`'s folder (as named, then with links resolved), then the
+    working folder, then a folder above `source` whose child named by the path's first part leads back
+    down to `source` (the reference runner writes paths like `eval_output/test/ref_images/x.jpg` relative
+    to the folder it was started in, which holds its output folder; an unrelated file of the same name
+    elsewhere above is never picked up). Raises PathNotFound naming the places tried.
     """
     candidate = Path(value).expanduser()
     if candidate.is_absolute():
         if candidate.is_file():
             return candidate
         raise PathNotFound(f"{what} not found: {value}")
+    named = source.absolute().parent
     base = source.resolve().parent
-    tried = [base, Path.cwd(), *base.parents]
-    for folder in dict.fromkeys(tried):
+    first = candidate.parts[0] if candidate.parts else ""
+    chain = {named, *named.parents, base, *base.parents}
+    above = [folder for folder in (*named.parents, *base.parents) if first and folder / first in chain]
+    for folder in dict.fromkeys([named, base, Path.cwd(), *above]):
         path = folder / candidate
         if path.is_file():
             return path.resolve()
-    raise PathNotFound(f"{what} {value!r} not found relative to the input file's folder ({base}) nor the "
+    raise PathNotFound(f"{what} {value!r} not found relative to the input file's folder ({named}) nor the "
                        f"working folder ({Path.cwd()}), nor the folders above the input file")
 
 
@@ -148,7 +193,7 @@ class ThrottledWriter:
     costs a bounded share of the run whatever its size. `flush()` writes the final state.
     """
 
-    def __init__(self, path: Path, order: list[str], render: Callable[[list[str]], bytes], *,
+    def __init__(self, path: Path, order: list[str], render: Callable[[list[str]], Iterable[bytes]], *,
                  interval: float = 1.0, tail: Callable[[], list[str]] | None = None):
         self.path = path
         self.order = order
@@ -195,9 +240,12 @@ class ThrottledWriter:
         write_atomic(self.path, self.render(self._snapshot()))
 
 
-def json_array(rows: list[str]) -> bytes:
-    """Serialised JSON values as one JSON array, one value per line."""
-    return ("[\n" + ",\n".join(rows) + "\n]\n").encode("utf-8")
+def json_array(rows: list[str]) -> Iterator[bytes]:
+    """Serialised JSON values as one JSON array, one value per line, in chunks (never joined whole)."""
+    yield b"[\n"
+    for index, row in enumerate(rows):
+        yield (row + ",\n" if index < len(rows) - 1 else row + "\n").encode("utf-8")
+    yield b"]\n"
 
 
 def dumps(record: BaseModel | dict[str, Any]) -> str:

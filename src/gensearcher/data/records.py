@@ -49,6 +49,15 @@ class Meta(Record):
         return {key: value for key, value in handler(self).items() if value is not None}
 
 
+def text_not_applicable(value: Any) -> bool:
+    """`text_accuracy_na` as the reference evaluator reads it: True, "true", "True" or the number 1."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return value in ("true", "True")
+    return isinstance(value, (int, float)) and value == 1
+
+
 def _legacy_gt(value: Any) -> Any:
     """Older files name the ground truth `gen_image`: read it as `gt_image`."""
     if isinstance(value, dict) and "gen_image" in value:
@@ -194,10 +203,7 @@ class Scores(Record):
     @field_validator("text_accuracy_na", mode="before")
     @classmethod
     def _truthy(cls, value: Any) -> Any:
-        # The reference accepts "true"/"True"/1 from the judge.
-        if isinstance(value, str):
-            return value.strip().lower() in ("true", "1", "yes")
-        return value
+        return None if value is None else text_not_applicable(value)
 
     def number(self, key: str) -> float | None:
         """A numeric score by name (KnowGen dimension or WISE extra), or None."""

@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from gensearcher.data import PathNotFound, Task, WiseItem, read_rows, resolve_or_keep, resolve_path
-from gensearcher.data.io import unique_ids, validation_message
+from gensearcher.data import Task, WiseItem, read_rows, read_tasks
+from gensearcher.data.io import unique_ids
 from gensearcher.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -51,30 +51,10 @@ def load_custom(path: Path) -> list[Task]:
 
 
 def _tasks(path: Path, *, require_gt: bool) -> list[Task]:
-    tasks = []
-    for index, row in enumerate(read_rows(path)):
-        if isinstance(row, str):
-            row = {"prompt": row}
-        if not isinstance(row, dict):
-            raise UserError(f"{path}: item {index} is not an object")
-        if "id" not in row:
-            row = {"id": index, **row}
-        if row["id"] is None:
-            raise UserError(f"{path}: item {index}: id is null")
-        try:
-            task = Task.model_validate(row)
-        except ValidationError as exc:
-            raise UserError(f"{path}: item {index}: {validation_message(exc)}") from None
+    tasks = read_tasks(path)
+    for task in tasks:
         if require_gt and not task.gt_image:
             raise UserError(f"{path}: item {task.id!r} has no gt_image")
-        if task.gt_image:
-            try:
-                task.gt_image = str(resolve_path(task.gt_image, path, what="gt_image"))
-            except PathNotFound as exc:
-                # One missing picture must not stop a benchmark: the judge fails this item, by this path.
-                logger.warning("%s: item %r: %s", path, task.id, exc)
-                task.gt_image = resolve_or_keep(task.gt_image, path)
-        tasks.append(task)
     return _checked(tasks, path)
 
 

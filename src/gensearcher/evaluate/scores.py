@@ -71,9 +71,15 @@ def knowgen_means(items: Sequence[ItemResult], *, strict: bool, snap: bool = Fal
     return {**{d: means[d] for d in DIMENSIONS}, "k_score": k}
 
 
+def percent(value: float) -> float:
+    """A 0-1 mean on the tables' 0-100 scale: rounded to 4 places first, as `results_eval.json`'s summary
+    rows are, so that the two files show the same number (59.78 beside 0.5978, never 59.77)."""
+    return round(100 * round(value, 4), 2)
+
+
 def knowgen_aggregate(items: Sequence[ItemResult], *, strict: bool, snap: bool = False) -> dict[str, float]:
-    """`knowgen_means` on 0-100, rounded to 2 decimals (the tables' scale)."""
-    return {key: round(100 * value, 2) for key, value in knowgen_means(items, strict=strict, snap=snap).items()}
+    """`knowgen_means` on 0-100 (the tables' scale)."""
+    return {key: percent(value) for key, value in knowgen_means(items, strict=strict, snap=snap).items()}
 
 
 def knowgen_overall_means(items: Sequence[ItemResult], *, strict: bool, snap: bool = False) -> dict[str, float]:
@@ -86,7 +92,7 @@ def knowgen_overall_means(items: Sequence[ItemResult], *, strict: bool, snap: bo
 
 def knowgen_overall(items: Sequence[ItemResult], *, strict: bool) -> float:
     """Overall K (0-100): the mean of the two groups' K, a group without items counting 0."""
-    return round(100 * knowgen_overall_means(items, strict=strict)["k_score"], 2)
+    return percent(knowgen_overall_means(items, strict=strict)["k_score"])
 
 
 def _by_group(items: Sequence[ItemResult]) -> dict[str, list[ItemResult]]:
@@ -134,8 +140,8 @@ def knowgen_tables(items: Sequence[ItemResult], *, resamples: int = 1000, seed: 
 
     by_group = _by_group(known)
     overall = {
-        "reference": {k: round(100 * v, 2) for k, v in knowgen_overall_means(known, strict=False).items()},
-        "strict": {k: round(100 * v, 2) for k, v in knowgen_overall_means(known, strict=True, snap=strict_snap).items()},
+        "reference": {k: percent(v) for k, v in knowgen_overall_means(known, strict=False).items()},
+        "strict": {k: percent(v) for k, v in knowgen_overall_means(known, strict=True, snap=strict_snap).items()},
         "ci95_reference_k": bootstrap_ci(known, lambda s: knowgen_overall(s, strict=False), resamples=resamples, seed=seed,
                                          strata=lambda item: GROUP_OF[item.category.lower()]),
         "strict_snapped": strict_snap,

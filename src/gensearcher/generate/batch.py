@@ -150,7 +150,11 @@ class GenerateRunner:
         return done
 
     async def _render(self, row: ResearchRow, source: Path) -> GenerationRow:
-        out = GenerationRow(id=row.id, prompt=row.prompt, gen_prompt=row.gen_prompt, meta=row.meta,
+        known = set(GenerationRow.model_fields)
+        carried = {key: value for key, value in (row.model_extra or {}).items() if key not in known}
+        if row.trajectory:  # the way back to the research (relative to the research file)
+            carried["trajectory"] = str(resolve_or_keep(row.trajectory, source))
+        out = GenerationRow(**carried, id=row.id, prompt=row.prompt, gen_prompt=row.gen_prompt, meta=row.meta,
                             gt_image=resolve_or_keep(row.gt_image, source))
         try:
             request, paths = plan_request(row, self.mode, source, self.max_refs, self.defaults)

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from gensearcher._redact import redact
 from gensearcher.agent.protocol import loads_lenient
 from gensearcher.config import JudgeConfig, PolicyConfig
+from gensearcher.data.records import text_not_applicable
 from gensearcher.errors import GenSearcherError, PolicyError, UserError
 from gensearcher.images import prepare_for_policy
 from gensearcher.messages import Message
@@ -92,7 +93,7 @@ def parse_judgement(kind: Kind, raw: str) -> JudgeScore:
             scores = {key: clip_score(data[key]) if key in data else 0.0 for key in KNOWGEN_DIMENSIONS}
         except (TypeError, ValueError, OverflowError):
             raise ValueError("a score is not a number") from None
-        na = str(data.get("text_accuracy_na", False)).strip().lower() in ("true", "1", "yes")
+        na = text_not_applicable(data.get("text_accuracy_na", False))
         if na:
             scores["text_accuracy"] = 0.5
         overall = min(1.0, max(0.0, round(knowgen_overall(*(scores[k] for k in KNOWGEN_DIMENSIONS), text_na=na), 2)))
