@@ -30,7 +30,7 @@ from gensearcher.data import (
     json_array,
     read_tasks,
 )
-from gensearcher.data.io import dumps
+from gensearcher.data.io import dumps, run_batch
 from gensearcher.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -165,32 +165,18 @@ class BatchRunner:
             else:
                 todo.append((task, previous))
         done = len(tasks) - len(todo)
-        queue: asyncio.Queue[tuple[Task, Trajectory | None]] = asyncio.Queue()
-        for entry in todo:
-            queue.put_nowait(entry)
 
-        async def worker() -> None:
+        def finished(row: ResearchRow) -> None:
             nonlocal done
-            while not queue.empty():
-                task, previous = queue.get_nowait()
-                row = await self._research(task, previous)
-                writer.put(str(task.id), dumps(row))
-                terminations[row.termination] = terminations.get(row.termination, 0) + 1
-                done += 1
-                await writer.maybe_write()
-                if self.on_item:
-                    self.on_item(row, done, len(tasks))
+            terminations[row.termination] = terminations.get(row.termination, 0) + 1
+            done += 1
+            if self.on_item:
+                self.on_item(row, done, len(tasks))
 
-        workers = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(todo)))]
-        try:
-            await asyncio.gather(*workers)
-        except BaseException:
-            for future in workers:  # a failure or a kill stops the siblings before the last write
-                future.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            writer.flush_sync()
-            raise
-        await writer.flush()
+        async def work(entry: tuple[Task, Trajectory | None]) -> ResearchRow:
+            return await self._research(*entry)
+
+        await run_batch(todo, work, writer, concurrency=self.concurrency, on_done=finished)
         return BatchSummary(total=len(tasks), skipped=len(tasks) - len(todo), ran=len(todo),
                             resumed=sum(1 for _, previous in todo if previous is not None),
                             terminations=terminations, results_path=str(results_path))

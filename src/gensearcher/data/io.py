@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from gensearcher.data.records import Task
 from gensearcher.errors import GenSearcherError, UserError
 
 RecordT = TypeVar("RecordT", bound=BaseModel)
+ItemT = TypeVar("ItemT")
 logger = logging.getLogger(__name__)
 
 
@@ -238,6 +239,37 @@ class ThrottledWriter:
     def flush_sync(self) -> None:
         """The final write from synchronous code (after cancellation, when no loop may run)."""
         write_atomic(self.path, self.render(self._snapshot()))
+
+
+async def run_batch(items: list[ItemT], work: Callable[[ItemT], Awaitable[RecordT]], writer: ThrottledWriter, *,
+                    concurrency: int, on_done: Callable[[RecordT], None] | None = None) -> None:
+    """The one batch loop of the research, generation and judging runners.
+
+    `concurrency` workers take the items in order; each result row goes into `writer` under its id and
+    then to `on_done`. A failure or a kill cancels the other workers and writes what was finished before
+    it propagates; otherwise the file is flushed at the end.
+    """
+    queue = list(reversed(items))
+
+    async def worker() -> None:
+        while queue:
+            row = await work(queue.pop())
+            # Every batch row (research, generation, judged) has an id; Record itself does not declare one.
+            writer.put(str(row.id), dumps(row))  # type: ignore[attr-defined]
+            await writer.maybe_write()
+            if on_done is not None:
+                on_done(row)
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(items)))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for future in workers:
+            future.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        writer.flush_sync()
+        raise
+    await writer.flush()
 
 
 def json_array(rows: list[str]) -> Iterator[bytes]:

@@ -25,7 +25,7 @@ from gensearcher.data import (
     json_array,
     read_records,
 )
-from gensearcher.data.io import dumps, resolve_path, unique_ids
+from gensearcher.data.io import dumps, resolve_path, run_batch, unique_ids
 from gensearcher.errors import UserError
 from gensearcher.evaluate.scores import GROUPS, ItemResult, knowgen_means, knowgen_overall_means
 from gensearcher.judge.judge import Judge, JudgeError, Kind
@@ -75,33 +75,22 @@ class JudgeRunner:
         previous = {str(r.id): r for r in await asyncio.to_thread(_previous_rows, out)}
         done = {key: row for key, row in previous.items() if row.scores is not None}
         order = [str(row.id) for row in rows]
-        limit, finished = asyncio.Semaphore(self.concurrency), len(done)
+        finished = len(done)
         todo = [row for row in rows if str(row.id) not in done]
         writer = ThrottledWriter(out, order, json_array, tail=lambda: self._summary(order, done))
         for key, row in done.items():
             writer.put(key, dumps(row))
 
-        async def one(row: JudgedRow) -> None:
+        def recorded(judged: JudgedRow) -> None:
             nonlocal finished
-            async with limit:
-                judged = await self._judge_row(row, source)
-            done[str(row.id)] = judged
-            writer.put(str(row.id), dumps(judged))
+            done[str(judged.id)] = judged
             finished += 1
-            await writer.maybe_write()
             if self.on_item:
                 self.on_item(judged, finished, len(rows))
 
-        tasks = [asyncio.ensure_future(one(row)) for row in todo]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            writer.flush_sync()  # also when interrupted: keep what was judged
-            raise
-        await writer.flush()
+        # Judge calls wait in the judge's own semaphore too; the batch's concurrency bounds the rows in flight.
+        await run_batch(todo, lambda row: self._judge_row(row, source), writer, concurrency=self.concurrency,
+                        on_done=recorded)
         return [done[key] for key in order if key in done]
 
     def _summary(self, order: list[str], done: dict[str, JudgedRow]) -> list[str]:

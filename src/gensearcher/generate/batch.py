@@ -30,7 +30,7 @@ from gensearcher.data import (
     json_array,
     read_records,
 )
-from gensearcher.data.io import dumps, resolve_or_keep, resolve_path, unique_ids
+from gensearcher.data.io import dumps, resolve_or_keep, resolve_path, run_batch, unique_ids
 from gensearcher.errors import GenerationError, UserError
 from gensearcher.generate.base import GenerationRequest, Generator
 
@@ -112,27 +112,19 @@ class GenerateRunner:
             if str(row.id) not in done:
                 writer.put(str(row.id), dumps({"id": row.id, "pending": True}))
         todo = [row for row in rows if str(row.id) not in done]
-        semaphore, finished = asyncio.Semaphore(self.concurrency), len(done)
-        (self.out_dir / "images").mkdir(parents=True, exist_ok=True)
+        finished = len(done)
+        await asyncio.to_thread((self.out_dir / "images").mkdir, parents=True, exist_ok=True)
         await writer.flush()
 
-        async def one(row: ResearchRow) -> None:
+        def recorded(result: GenerationRow) -> None:
             nonlocal finished
-            async with semaphore:
-                result = await self._render(row, source)
-            done[str(row.id)] = result
-            writer.put(str(row.id), dumps(result))
+            done[str(result.id)] = result
             finished += 1
-            await writer.maybe_write()
             if self.on_item:
                 self.on_item(result, finished, len(rows))
 
-        try:
-            await asyncio.gather(*(one(row) for row in todo))
-        except BaseException:
-            writer.flush_sync()
-            raise
-        await writer.flush()
+        await run_batch(todo, lambda row: self._render(row, source), writer, concurrency=self.concurrency,
+                        on_done=recorded)
         succeeded = sum(1 for row in done.values() if row.success)
         return GenerateSummary(total=len(rows), skipped=len(rows) - len(todo), succeeded=succeeded,
                                failed=len(done) - succeeded, results_path=str(results_path))
