@@ -121,3 +121,18 @@ def test_a_linked_input_file_resolves_against_the_folder_it_was_named_in(tmp_pat
     (tmp_path / "work" / "bench.json").symlink_to(tmp_path / "real" / "bench.json")
     make_image(tmp_path / "work" / "gt" / "1.png")
     assert resolve_path("gt/1.png", tmp_path / "work" / "bench.json") == tmp_path / "work" / "gt" / "1.png"
+
+
+def test_a_late_background_rewrite_never_puts_an_older_file_back(tmp_path):
+    """The race a kill can meet: a rewrite's snapshot is taken, the final write lands, then the older
+    rewrite's thread gets to run. The older one must be dropped."""
+    from gensearcher.data import ThrottledWriter, json_array
+
+    path = tmp_path / "results.json"
+    writer = ThrottledWriter(path, ["a", "b"], json_array)
+    writer.put("a", '{"id": "a"}')
+    late = writer._snapshot()  # the background rewrite's snapshot, its thread not yet run
+    writer.put("b", '{"id": "b"}')
+    writer.flush_sync()  # the final write after the kill
+    writer._write(late)  # the late thread
+    assert [row["id"] for row in json.loads(path.read_text())] == ["a", "b"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
@@ -204,20 +205,31 @@ class ThrottledWriter:
         self.rows: dict[str, str] = {}
         self._last = 0.0
         self._gap = interval
-        self._pending: asyncio.Task[None] | None = None
+        self._pending: asyncio.Future[None] | None = None
+        # Writes are numbered when their snapshot is taken and serialised by the lock; one older than
+        # the last written is dropped, so a background rewrite that ends after the final write (a kill
+        # during a rewrite) can never put an older file back.
+        self._lock = threading.Lock()
+        self._taken = 0
+        self._written = 0
 
     def put(self, key: str, row: str) -> None:
         self.rows[key] = row
 
-    def _snapshot(self) -> list[str]:
+    def _snapshot(self) -> tuple[int, list[str]]:
         rows = [self.rows[key] for key in self.order if key in self.rows]
-        return rows + self.tail() if self.tail is not None else rows
+        self._taken += 1
+        return self._taken, rows + self.tail() if self.tail is not None else rows
 
-    def _write(self, rows: list[str]) -> None:
-        start = time.monotonic()
-        write_atomic(self.path, self.render(rows), fsync=False)
-        took = time.monotonic() - start
-        self._gap = max(self.interval, 10 * took)
+    def _write(self, snapshot: tuple[int, list[str]], *, fsync: bool = False) -> None:
+        number, rows = snapshot
+        with self._lock:
+            if number <= self._written:
+                return
+            start = time.monotonic()
+            write_atomic(self.path, self.render(rows), fsync=fsync)
+            self._written = number
+            self._gap = max(self.interval, 10 * (time.monotonic() - start))
 
     async def maybe_write(self) -> None:
         """Start a rewrite in the background if the last one is done and old enough."""
@@ -233,12 +245,11 @@ class ThrottledWriter:
             # A failed background rewrite is not reported here: the final write below meets the same
             # problem (a full disk, a removed folder) and raises it.
             await asyncio.gather(self._pending, return_exceptions=True)
-        rows = self._snapshot()
-        await asyncio.to_thread(write_atomic, self.path, self.render(rows))
+        await asyncio.to_thread(self._write, self._snapshot(), fsync=True)
 
     def flush_sync(self) -> None:
         """The final write from synchronous code (after cancellation, when no loop may run)."""
-        write_atomic(self.path, self.render(self._snapshot()))
+        self._write(self._snapshot(), fsync=True)
 
 
 async def run_batch(items: list[ItemT], work: Callable[[ItemT], Awaitable[RecordT]], writer: ThrottledWriter, *,
