@@ -136,3 +136,34 @@ def test_a_late_background_rewrite_never_puts_an_older_file_back(tmp_path):
     writer.flush_sync()  # the final write after the kill
     writer._write(late)  # the late thread
     assert [row["id"] for row in json.loads(path.read_text())] == ["a", "b"]
+
+
+async def test_batch_summaries_are_current_in_every_write(tmp_path):
+    """Each write's summary rows cover exactly the item rows in that write (the row is recorded first)."""
+    import asyncio
+
+    from gensearcher.data import ThrottledWriter, json_array
+    from gensearcher.data.io import run_batch
+
+    done: dict[str, Task] = {}
+    seen: list[list[str]] = []
+
+    def render(rows):
+        seen.append(rows)
+        return json_array(rows)
+
+    writer = ThrottledWriter(tmp_path / "out.json", [str(i) for i in range(40)], render, interval=0.0,
+                             tail=lambda: [json.dumps({"summary_type": "count", "count": len(done)})])
+
+    async def work(i):
+        await asyncio.sleep(0.001 * (i % 3))
+        return Task(id=i, prompt=f"p{i}")
+
+    progress = []
+    await run_batch(list(range(40)), work, writer, concurrency=4,
+                    record=lambda task: done.__setitem__(str(task.id), task),
+                    on_item=lambda task, n, total: progress.append((n, total)), finished=2, total=42)
+    assert len(seen) > 2
+    for rows in seen:
+        assert json.loads(rows[-1])["count"] == len(rows) - 1
+    assert [n for n, _ in progress] == list(range(3, 43)) and {t for _, t in progress} == {42}

@@ -164,19 +164,15 @@ class BatchRunner:
                 terminations[row.termination] = terminations.get(row.termination, 0) + 1
             else:
                 todo.append((task, previous))
-        done = len(tasks) - len(todo)
 
-        def finished(row: ResearchRow) -> None:
-            nonlocal done
+        def count(row: ResearchRow) -> None:
             terminations[row.termination] = terminations.get(row.termination, 0) + 1
-            done += 1
-            if self.on_item:
-                self.on_item(row, done, len(tasks))
 
         async def work(entry: tuple[Task, Trajectory | None]) -> ResearchRow:
             return await self._research(*entry)
 
-        await run_batch(todo, work, writer, concurrency=self.concurrency, on_done=finished)
+        await run_batch(todo, work, writer, concurrency=self.concurrency, record=count, on_item=self.on_item,
+                        finished=len(tasks) - len(todo), total=len(tasks))
         return BatchSummary(total=len(tasks), skipped=len(tasks) - len(todo), ran=len(todo),
                             resumed=sum(1 for _, previous in todo if previous is not None),
                             terminations=terminations, results_path=str(results_path))

@@ -212,6 +212,7 @@ class ThrottledWriter:
         self._lock = threading.Lock()
         self._taken = 0
         self._written = 0
+        self._snapshot_s = 0.0
 
     def put(self, key: str, row: str) -> None:
         self.rows[key] = row
@@ -229,7 +230,7 @@ class ThrottledWriter:
             start = time.monotonic()
             write_atomic(self.path, self.render(rows), fsync=fsync)
             self._written = number
-            self._gap = max(self.interval, 10 * (time.monotonic() - start))
+            self._gap = max(self.interval, 10 * (time.monotonic() - start + self._snapshot_s))
 
     async def maybe_write(self) -> None:
         """Start a rewrite in the background if the last one is done and old enough."""
@@ -237,7 +238,9 @@ class ThrottledWriter:
         if (self._pending is not None and not self._pending.done()) or now - self._last < self._gap:
             return
         self._last = now
-        self._pending = asyncio.ensure_future(asyncio.to_thread(self._write, self._snapshot()))
+        snapshot = self._snapshot()  # on the loop: the rows and any summary rows, as of now
+        self._snapshot_s = time.monotonic() - now
+        self._pending = asyncio.ensure_future(asyncio.to_thread(self._write, snapshot))
 
     async def flush(self) -> None:
         """Wait for a rewrite in flight, then write the current state (with fsync)."""
@@ -253,23 +256,32 @@ class ThrottledWriter:
 
 
 async def run_batch(items: list[ItemT], work: Callable[[ItemT], Awaitable[RecordT]], writer: ThrottledWriter, *,
-                    concurrency: int, on_done: Callable[[RecordT], None] | None = None) -> None:
+                    concurrency: int, record: Callable[[RecordT], None] | None = None,
+                    on_item: Callable[[RecordT, int, int], None] | None = None, finished: int = 0,
+                    total: int | None = None) -> None:
     """The one batch loop of the research, generation and judging runners.
 
-    `concurrency` workers take the items in order; each result row goes into `writer` under its id and
-    then to `on_done`. A failure or a kill cancels the other workers and writes what was finished before
-    it propagates; otherwise the file is flushed at the end.
+    `concurrency` workers take the items in order. Each result row is recorded (`record`: the runner's
+    own bookkeeping, before a write is taken, so summary rows computed from it are current), put into
+    `writer` under its id, and reported as `on_item(row, finished so far, total)`; `finished` counts the
+    rows done before this call (a resume). A failure or a kill cancels the other workers and writes what
+    was finished before it propagates; otherwise the file is flushed at the end.
     """
     queue = list(reversed(items))
+    total = len(items) + finished if total is None else total
 
     async def worker() -> None:
+        nonlocal finished
         while queue:
             row = await work(queue.pop())
+            if record is not None:
+                record(row)
             # Every batch row (research, generation, judged) has an id; Record itself does not declare one.
             writer.put(str(row.id), dumps(row))  # type: ignore[attr-defined]
+            finished += 1
+            if on_item is not None:
+                on_item(row, finished, total)
             await writer.maybe_write()
-            if on_done is not None:
-                on_done(row)
 
     workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(items)))]
     try:

@@ -81,16 +81,10 @@ class JudgeRunner:
         for key, row in done.items():
             writer.put(key, dumps(row))
 
-        def recorded(judged: JudgedRow) -> None:
-            nonlocal finished
-            done[str(judged.id)] = judged
-            finished += 1
-            if self.on_item:
-                self.on_item(judged, finished, len(rows))
-
         # Judge calls wait in the judge's own semaphore too; the batch's concurrency bounds the rows in flight.
         await run_batch(todo, lambda row: self._judge_row(row, source), writer, concurrency=self.concurrency,
-                        on_done=recorded)
+                        record=lambda judged: done.__setitem__(str(judged.id), judged), on_item=self.on_item,
+                        finished=finished, total=len(rows))
         return [done[key] for key in order if key in done]
 
     def _summary(self, order: list[str], done: dict[str, JudgedRow]) -> list[str]:

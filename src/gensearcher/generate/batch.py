@@ -112,19 +112,12 @@ class GenerateRunner:
             if str(row.id) not in done:
                 writer.put(str(row.id), dumps({"id": row.id, "pending": True}))
         todo = [row for row in rows if str(row.id) not in done]
-        finished = len(done)
         await asyncio.to_thread((self.out_dir / "images").mkdir, parents=True, exist_ok=True)
         await writer.flush()
 
-        def recorded(result: GenerationRow) -> None:
-            nonlocal finished
-            done[str(result.id)] = result
-            finished += 1
-            if self.on_item:
-                self.on_item(result, finished, len(rows))
-
         await run_batch(todo, lambda row: self._render(row, source), writer, concurrency=self.concurrency,
-                        on_done=recorded)
+                        record=lambda result: done.__setitem__(str(result.id), result), on_item=self.on_item,
+                        finished=len(done), total=len(rows))
         succeeded = sum(1 for row in done.values() if row.success)
         return GenerateSummary(total=len(rows), skipped=len(rows) - len(todo), succeeded=succeeded,
                                failed=len(done) - succeeded, results_path=str(results_path))
