@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gensearcher.config import FetchConfig
 from gensearcher.errors import ToolError
+from gensearcher.testing.documents import link_flood_page as hostile_page
 from gensearcher.testing.threaded_server import ThreadedUvicorn
 from gensearcher.tools import BrowseArgs
 from gensearcher.tools.browse import BrowseTool
@@ -28,16 +29,6 @@ from gensearcher.web import Fetcher, Web
 from gensearcher.web.extract_pool import ExtractionPool
 
 TICKS = 100  # os.sysconf("SC_CLK_TCK") on Linux
-
-
-def hostile_page(size: int) -> bytes:
-    links, total, n = [], 0, 0
-    while total < size:
-        link = f"<a href='/x/{n}'>link {n}</a> "
-        links.append(link)
-        total += len(link)
-        n += 1
-    return f"<html><body><div>{''.join(links)}</div></body></html>".encode()
 
 
 def _app(page: bytes):  # type: ignore[no-untyped-def]

@@ -100,9 +100,9 @@ def synthetic_rows(tokens: int, images_per_turn: int, image_side: int, folder: P
     """Agent-shaped conversations (tool calls, image results, final answer) of about `tokens` tokens."""
     from PIL import Image
 
-    from gensearcher.train.dataset import SFTRow
     from gensearcher.images import prepare_for_policy
     from gensearcher.messages import Message
+    from gensearcher.train.dataset import SFTRow
 
     refs = []
     for i in range(images_per_turn * 4):

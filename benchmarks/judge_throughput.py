@@ -19,8 +19,8 @@ from collections import Counter
 from pathlib import Path
 
 from gensearcher.config import JudgeConfig
-from gensearcher.judge.judge import Judge
 from gensearcher.evaluate.runner import JudgeRunner
+from gensearcher.judge.judge import Judge
 from gensearcher.testing import ScriptedPolicyServer
 
 LATENCY_S, CONCURRENCY = 0.5, 32

@@ -26,10 +26,10 @@ def build_dataset(folder: Path, rows: int) -> Path:
     from PIL import Image
 
     from gensearcher.agent import prompts
-    from gensearcher.train.dataset import SFTManifest, SFTRow, prepare_out, write_dataset
     from gensearcher.images import prepare_for_policy
     from gensearcher.messages import Message
     from gensearcher.tools.base import PROTOCOL_TOOLS, Toolbox
+    from gensearcher.train.dataset import SFTManifest, SFTRow, prepare_out, write_dataset
 
     store = prepare_out(folder / "data")
     for i in range(4):
@@ -65,11 +65,11 @@ def main() -> dict[str, object]:
     import torch
     from transformers import TrainerCallback
 
-    from gensearcher.train.dataset import read_dataset
     from gensearcher.policy.transformers_local import load_processor
     from gensearcher.testing.tiny_models import save_tiny_qwen3_vl
     from gensearcher.train.collator import AgentChatCollator
     from gensearcher.train.config import load_config
+    from gensearcher.train.dataset import read_dataset
     from gensearcher.train.sft import train_sft
 
     torch.set_num_threads(args.threads)

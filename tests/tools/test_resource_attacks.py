@@ -21,6 +21,7 @@ from PIL import Image
 from gensearcher.config import FetchConfig, load_settings
 from gensearcher.errors import UserError
 from gensearcher.images import BYTES_PER_DECODED_PIXEL
+from gensearcher.testing.documents import link_flood_page as hostile_page
 from gensearcher.tools import BrowseArgs, ImageSearchArgs, SearchArgs, Toolbox, build_tools
 from gensearcher.tools.browse import BrowseTool
 from gensearcher.tools.local import LocalCorpus, build_index
@@ -28,17 +29,6 @@ from gensearcher.tools.search import ImageSearchTool, SearchTool
 from gensearcher.tools.serper import SerperBackend
 from gensearcher.web import Fetcher, Web, WebCache, cache_key
 from gensearcher.web.extract_pool import ExtractionPool
-
-
-def hostile_page(size: int, marker: str = "") -> bytes:
-    """A page that is nothing but links: trafilatura's worst case (16 MB of it took 61 s and 1.7 GB)."""
-    links, total, n = [], 0, 0
-    while total < size:
-        link = f"<a href='/x/{n}'>link {n}</a> "
-        links.append(link)
-        total += len(link)
-        n += 1
-    return f"<html><body><div>{''.join(links)}{marker}</div></body></html>".encode()
 
 
 def _png(size: tuple[int, int], color: tuple[int, int, int]) -> bytes:
