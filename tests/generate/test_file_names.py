@@ -57,3 +57,22 @@ async def test_generation_keeps_the_research_rows_unknown_fields(tmp_path):
     row = json.loads((tmp_path / "out" / "results.json").read_text())[0]
     assert row["source"] == "kg-v2" and row["meta"] == {"category": "film", "note": "kept"}
     assert row["trajectory"] == str(tmp_path / "research" / "trajectories" / "1.json")
+
+
+async def test_a_ten_thousand_row_batch_is_complete_ordered_and_resumes(tmp_path):
+    """A real batch size: every row written once, in input order, and a resume renders nothing again."""
+    size = 10_000
+    rows = [{"id": f"k{i}", "prompt": f"prompt {i}", "termination": "answer", "gen_prompt": f"picture {i}",
+             "meta": {"category": "sports"}} for i in range(size)]
+    source = tmp_path / "results.json"
+    source.write_text("\n".join(json.dumps(row) for row in rows))  # JSONL, as large runs are often kept
+    research = load_research_results(source)
+    summary = await GenerateRunner(ColourOfThePrompt(), tmp_path / "out", mode="text_only", concurrency=64).run(
+        research, source)
+    assert summary.succeeded == size, summary
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [row["id"] for row in written] == [row["id"] for row in rows]
+    assert all(row["success"] and row["meta"] == {"category": "sports"} for row in written)
+    again = await GenerateRunner(ColourOfThePrompt(), tmp_path / "out", mode="text_only", resume=True).run(
+        research, source)
+    assert again.skipped == size and again.succeeded == size
