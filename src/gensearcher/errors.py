@@ -67,7 +67,14 @@ class ContextLengthExceeded(PolicyError):
 
 
 class ToolError(GenSearcherError):
-    """A tool could not do its job. The message is shown to the model, so it must be helpful to it."""
+    """A tool could not do its job. The message is shown to the model, so it must be helpful to it.
+
+    `outage` is True when a service the tool depends on failed (a search API down, rate-limited or timing
+    out after its retries), not because of what the model asked: training excludes such a rollout from
+    the update instead of scoring it.
+    """
+
+    outage: bool = False
 
 
 class GenerationError(GenSearcherError):

@@ -248,6 +248,7 @@ class Agent:
             duration_s=outcome.duration_s,
             image_ids=image_ids,
             cache_keys=outcome.result.cache_keys,
+            outage=outcome.result.outage,
         )
         self._observe(run, text, images)
 

@@ -181,6 +181,7 @@ class ToolResult(BaseModel):
     images: list[ImageHit] = []
     error: str | None = None
     cache_keys: list[str] = []
+    outage: bool = False  # the error was a service outage, not the model's doing (see ToolError.outage)
 
 
 class ToolSpec(BaseModel):
