@@ -82,7 +82,7 @@ class TransformersPolicy:
         )
         completion = generation.sequences[0, prompt_len:]
         tokenizer = self._processor.tokenizer
-        eos_ids = _eos_ids(self._model, tokenizer)
+        eos_ids = eos_token_ids(self._model, tokenizer)
         ids = completion.tolist()
         while ids and ids[-1] == tokenizer.pad_token_id and tokenizer.pad_token_id not in eos_ids:
             ids.pop()
@@ -131,7 +131,8 @@ def encode_messages(processor: Any, messages: Sequence[Message], *, add_generati
     )
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The tokens that end a turn: the generation config's and the tokenizer's."""
     ids = model.generation_config.eos_token_id
     found = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
     if tokenizer.eos_token_id is not None:
