@@ -46,9 +46,8 @@ class Web:
 
         `endpoint=True` marks a call the system makes to a configured API endpoint; when the endpoint is
         unavailable after the retries (5xx, 429, timeout, no connection) the FetchError has `outage` set.
-        `check` raises a
-        ToolError for an answer that is an error although its status is 2xx: such an answer is never
-        stored, and a stored one is never replayed.
+        `check` raises a ToolError for an answer that is an error although its status is 2xx: such an
+        answer is never stored, and a stored one is never replayed.
         """
         request = {"method": method, "url": url, "body": params_for_key if params_for_key is not None else json_body}
         client = self.endpoints if endpoint and self.endpoints is not None else self.fetcher
