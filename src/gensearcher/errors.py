@@ -71,10 +71,16 @@ class ToolError(GenSearcherError):
 
     `outage` is True when a service the tool depends on failed (a search API down, rate-limited or timing
     out after its retries), not because of what the model asked: training excludes such a rollout from
-    the update instead of scoring it.
+    the update instead of scoring it. Set it per error (`ToolError(message, outage=True)`, or on a caught
+    one) where the failing service is known, or per class (`CacheMiss`).
     """
 
     outage: bool = False
+
+    def __init__(self, *args: object, outage: bool | None = None):
+        super().__init__(*args)
+        if outage is not None:
+            self.outage = outage
 
 
 class GenerationError(GenSearcherError):

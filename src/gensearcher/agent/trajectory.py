@@ -60,8 +60,9 @@ class ToolCallRecord(BaseModel):
     duration_s: float = Field(..., description="Wall time of the call.")
     image_ids: list[str] = Field([], description="IMG ids of the images this call returned.")
     cache_keys: list[str] = Field([], description="Web-cache keys used (for `cache export --run`).")
-    outage: bool = Field(False, description="The error was a service outage (search API down after retries), "
-                                            "not the model's doing; training excludes such a rollout.")
+    outage: bool = Field(False, description="A service the call depends on failed (search API down after retries, "
+                                            "a replay cache miss, the browse summariser down), not the model's "
+                                            "doing; training excludes such a rollout.")
 
 
 class Step(BaseModel):

@@ -11,14 +11,15 @@ SearXNG- and Jina-compatible endpoints that point at them.
     /big-chunked             25 MB, no length    /bomb  a gzip bomb (200 KB that inflates to 200 MB)
     /flaky                   503 twice, then 200 (per client header x-test-id)
     /ratelimited             429 with Retry-After: 0 once, then 200
-    /missing                 404
+    /missing                 404                 /broken  500, always
     POST /serper/search, /serper/images    Serper's wire format (X-API-KEY "test-key")
     GET /searxng/search?q=..&format=json[&categories=images]
     GET /jina/{url}          Jina Reader: the page as text
     POST /ddg/html/, GET /ddg/i.js   DuckDuckGo's HTML and image endpoints, as the ddgs library reads them
 
 Queries select failures: "credits" (400 Not enough credits), "ratelimit" (429 once), "boom" (500),
-"empty" (no results), "message" (200 with only a message). `hits` counts requests per path.
+"unavailable" (503 with Retry-After: 0, always), "hang" (no answer until the server stops), "empty" (no
+results), "message" (200 with only a message). `hits` counts requests per path.
 """
 
 import asyncio
@@ -78,6 +79,7 @@ class LocalWeb:
         self.max_in_flight: Counter[str] = Counter()  # per path
         self._lock = threading.Lock()
         self._once: set[str] = set()
+        self._stopping = threading.Event()  # releases the "hang" requests, so stopping never waits on them
         red = _image_bytes("JPEG", (220, 20, 20))
         self.images = {
             "red.jpg": ("image/jpeg", red),
@@ -100,6 +102,7 @@ class LocalWeb:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
         self._http.stop()
 
     def first_time(self, key: str) -> bool:
@@ -232,12 +235,18 @@ class LocalWeb:
         async def missing() -> Any:
             return PlainTextResponse("no", status_code=404)
 
+        @app.get("/broken")
+        async def broken() -> Any:
+            return PlainTextResponse("internal error", status_code=500)
+
         @app.post("/serper/{kind}")
         async def serper(kind: str, request: Request) -> Any:
             if request.headers.get("x-api-key") != self.api_key:
                 return JSONResponse({"message": "Unauthorized.", "statusCode": 403}, status_code=403)
             body = await request.json()
             query, num = body["q"], int(body.get("num", 10))
+            if query == "hang":  # the stop comes from the test's thread, so a threading.Event, waited off the loop
+                await asyncio.to_thread(self._stopping.wait)
             failure = self._failure(query, kind)
             if failure is not None:
                 return failure
@@ -303,6 +312,8 @@ class LocalWeb:
             return JSONResponse({"message": "Not enough credits", "statusCode": 400}, status_code=400)
         if query == "boom":
             return JSONResponse({"message": "internal"}, status_code=500)
+        if query == "unavailable":
+            return JSONResponse({"message": "Service Unavailable"}, status_code=503, headers={"retry-after": "0"})
         if query == "message":
             return JSONResponse({"message": "Query not allowed"})
         if query == "ratelimit" and self.first_time(f"serper-{kind}-ratelimit"):

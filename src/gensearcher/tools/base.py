@@ -39,6 +39,9 @@ from gensearcher.errors import ToolError
 logger = logging.getLogger(__name__)
 
 TOP_K_MAX = 10
+# Tools whose deadline passes only while the search API keeps them waiting (image_search's downloads each
+# have the fetcher's shorter deadline); browse waits on the page the model chose, which may just be slow.
+_WAITS_ON_THE_API = frozenset({"search", "image_search"})
 
 
 class _Args(BaseModel):
@@ -181,7 +184,9 @@ class ToolResult(BaseModel):
     images: list[ImageHit] = []
     error: str | None = None
     cache_keys: list[str] = []
-    outage: bool = False  # the error was a service outage, not the model's doing (see ToolError.outage)
+    # A service the call depends on failed (see ToolError.outage), not the model's doing: the error, or a
+    # degraded answer without one (browse's raw extract when the summariser is down).
+    outage: bool = False
 
 
 class ToolSpec(BaseModel):
@@ -261,9 +266,10 @@ class Toolbox:
         """Validate and run one call. Never raises: every failure comes back as `result.error`."""
         started = time.monotonic()
 
-        def failed(message: str, ran: _Args | None = None, notes: list[str] | None = None) -> ToolCallOutcome:
+        def failed(message: str, ran: _Args | None = None, notes: list[str] | None = None, *,
+                   outage: bool = False) -> ToolCallOutcome:
             message = self._redact(message)
-            result = ToolResult(text=message, error=message)
+            result = ToolResult(text=message, error=message, outage=outage)
             return ToolCallOutcome(result=result, duration_s=time.monotonic() - started,
                                    arguments=ran.model_dump() if ran is not None else {}, normalised=notes or [])
 
@@ -285,9 +291,9 @@ class Toolbox:
             result = await asyncio.wait_for(self._impls[name](args), timeout=self.timeout_s)
         except TimeoutError:
             return failed(f"Error: {name} did not finish within {self.timeout_s:g} s. Try again or change approach.",
-                          args, notes)
+                          args, notes, outage=name in _WAITS_ON_THE_API)
         except ToolError as exc:
-            return failed(f"Error: {name} failed: {exc}", args, notes)
+            return failed(f"Error: {name} failed: {exc}", args, notes, outage=exc.outage)
         except Exception as exc:  # a bug in a tool must not end the trajectory
             logger.exception("tool %s crashed", name)
             return failed(f"Error: {name} failed with an internal error ({type(exc).__name__}).", args, notes)

@@ -69,11 +69,15 @@ class BrowseTool:
             raise ToolError(f"browse reads http and https pages only, not {_short(url)!r}")
         if not text.strip():
             return ToolResult(text=f"The page {_short(url)} has no readable text.", cache_keys=used)
+        outage = False
         try:
             summary = await self._summarise(url, args.query, title, text, used)
         except (PolicyError, ToolError) as exc:
             summary = self._extract_notice(text, f"the summariser failed: {exc}")
-        return ToolResult(text=f"Page: {_short(url)}\n{summary}", cache_keys=used)
+            # The model still reads the page, but not as it would with the summariser up (PolicyError: its
+            # endpoint failed after retries; a CacheMiss: the recorded world has no summary).
+            outage = isinstance(exc, PolicyError) or exc.outage
+        return ToolResult(text=f"Page: {_short(url)}\n{summary}", cache_keys=used, outage=outage)
 
     async def _read(self, url: str, used: list[str]) -> tuple[str, str]:
         if self.jina_key:

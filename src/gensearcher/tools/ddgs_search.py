@@ -38,7 +38,9 @@ class DdgsBackend:
                 message = str(exc)
                 if "No results found" in message:
                     return b"[]"
-                raise ToolError(f"ddgs {kind} search failed: {type(exc).__name__}: {message[:200]}") from None
+                # ddgs fails as a whole (engines down, rate-limited, timing out), never because of a query.
+                raise ToolError(f"ddgs {kind} search failed: {type(exc).__name__}: {message[:200]}",
+                                outage=True) from None
             return json.dumps(results).encode("utf-8")
 
         request = {"kind": kind, "query": query, "count": count, "engine": self.engine}

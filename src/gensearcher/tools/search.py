@@ -58,17 +58,22 @@ class SearchTool:
     async def __call__(self, args: SearchArgs) -> ToolResult:
         used: list[str] = []
 
-        async def one(query: str) -> tuple[str, str | None]:
+        async def one(query: str) -> tuple[str, str | None, bool]:
             try:
-                return format_hits(query, await self.backend.search(query, args.top_k, used)), None
+                return format_hits(query, await self.backend.search(query, args.top_k, used)), None, False
             except ToolError as exc:
                 message = f"Search failed for '{_shown(query)}': {exc}"
-                return f"--- search result for [{_shown(query)}] ---\n{message}\n--- end of search result ---", message
+                block = f"--- search result for [{_shown(query)}] ---\n{message}\n--- end of search result ---"
+                return block, message, exc.outage
 
         blocks = await asyncio.gather(*(one(query) for query in args.queries))
-        errors = [error for _, error in blocks if error]
-        return ToolResult(text="\n\n".join(text for text, _ in blocks), cache_keys=used,
-                          error="; ".join(errors) if len(errors) == len(blocks) else None)
+        errors = [error for _, error, _ in blocks if error]
+        failed = len(errors) == len(blocks)
+        # A call that found something is usable; one that found nothing is an outage when a service failing
+        # was part of why (with the service up, some of them would have had results).
+        return ToolResult(text="\n\n".join(text for text, _, _ in blocks), cache_keys=used,
+                          error="; ".join(errors) if failed else None,
+                          outage=failed and any(outage for _, _, outage in blocks))
 
 
 class DecodeBudget:
@@ -127,7 +132,7 @@ class ImageSearchTool:
             candidates = await self.backend.images(args.query, max(self.candidates, args.top_k), used)
         except ToolError as exc:
             message = f"Image search failed for '{_shown(args.query)}': {exc}"
-            return ToolResult(text=message, error=message, cache_keys=used)
+            return ToolResult(text=message, error=message, cache_keys=used, outage=exc.outage)
         stored = await asyncio.gather(*(self._download(candidate, used) for candidate in candidates))
         hits: list[ImageHit] = []
         seen: set[str] = set()

@@ -44,9 +44,10 @@ class Web:
                     **options: Any) -> FetchResult:
         """A FetchResult from the cache or the network. `params_for_key` replaces the body in the key.
 
-        `endpoint=True` marks a call the system makes to a configured API endpoint. `check` raises a
-        ToolError for an answer that is an error although its status is 2xx: such an answer is never
-        stored, and a stored one is never replayed.
+        `endpoint=True` marks a call the system makes to a configured API endpoint; when the endpoint is
+        unavailable after the retries (5xx, 429, timeout, no connection) the FetchError has `outage` set.
+        `check` raises a ToolError for an answer that is an error although its status is 2xx: such an
+        answer is never stored, and a stored one is never replayed.
         """
         request = {"method": method, "url": url, "body": params_for_key if params_for_key is not None else json_body}
         client = self.endpoints if endpoint and self.endpoints is not None else self.fetcher
@@ -57,7 +58,12 @@ class Web:
         async def live() -> tuple[bytes, dict[str, Any]]:
             if client is None:
                 raise CacheMiss(f"no network in replay mode: {method} {url[:300]}")
-            result = await client.fetch(url, method=method, json=json_body, headers=headers, **options)
+            try:
+                result = await client.fetch(url, method=method, json=json_body, headers=headers, **options)
+            except FetchError as exc:
+                if endpoint and _unavailable(exc):
+                    exc.outage = True
+                raise
             if check is not None:
                 check(result)
             return result.body, {"url": result.url, "status": result.status, "content_type": result.content_type,
@@ -104,6 +110,15 @@ class Web:
             await self.endpoints.aclose()
         if self.cache is not None:
             self.cache.close()
+
+
+def _unavailable(exc: FetchError) -> bool:
+    """A configured endpoint down, overloaded or unreachable after the fetcher's retries: the system's failure,
+    not the request's. Its other answers (400 out of credits, 403 a refused key) say something about the
+    request or the configuration, and stay plain errors."""
+    if exc.reason in ("timeout", "connection"):
+        return True
+    return exc.reason == "http_status" and exc.status is not None and (exc.status == 429 or exc.status >= 500)
 
 
 def _result(body: bytes, meta: dict[str, Any]) -> FetchResult:

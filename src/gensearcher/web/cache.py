@@ -36,6 +36,8 @@ Mode = str
 class CacheMiss(ToolError):
     """Replay mode found no entry for a request."""
 
+    outage = True  # the recorded world lacks the call: the run cannot be scored as if the web had answered
+
 
 class CachedValue(BaseModel):
     key: str
