@@ -14,6 +14,8 @@ a frozen web for that benchmark run, which `import` loads elsewhere.
 
 from __future__ import annotations
 
+import asyncio
+
 import hashlib
 import io
 import json
@@ -52,7 +54,11 @@ def cache_key(namespace: str, request: dict[str, Any]) -> str:
 
 
 class WebCache:
-    """SQLite index + blob folder. Safe to share between concurrent tasks of one event loop."""
+    """SQLite index + blob folder. Safe to share between concurrent tasks of one event loop.
+
+    Concurrent requests for the same key share one fetch (the rollouts of one GRPO prompt, or a batch's
+    duplicate queries, pay once): the first caller fetches, the others wait for its answer.
+    """
 
     def __init__(self, root: Path, *, mode: Mode = "readwrite", max_age_s: float | None = None):
         if mode not in ("readwrite", "replay", "record", "off"):
@@ -67,6 +73,7 @@ class WebCache:
             "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, namespace TEXT, request TEXT, meta TEXT, "
             "blob TEXT, created REAL)"
         )
+        self._inflight: dict[str, asyncio.Future[CachedValue]] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -92,10 +99,35 @@ class WebCache:
                 return found
             if self.mode == "replay":
                 raise CacheMiss(f"replay mode: no cached {namespace} for {json.dumps(request, ensure_ascii=False)[:300]}")
-        body, meta = await fetch()
-        if self.mode != "off":
+        if self.mode == "off":
+            body, meta = await fetch()
+            return CachedValue(key=key, body=body, meta=meta, hit=False)
+        while (waiting := self._inflight.get(key)) is not None:
+            try:
+                value = await asyncio.shield(waiting)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not waiting.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                continue  # the fetching caller was cancelled, not this one: fetch again
+            return value.model_copy(update={"hit": True})
+        future: asyncio.Future[CachedValue] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            body, meta = await fetch()
             self.store(key, namespace, request, body, meta)
-        return CachedValue(key=key, body=body, meta=meta, hit=False)
+            value = CachedValue(key=key, body=body, meta=meta, hit=False)
+            future.set_result(value)
+            return value
+        except Exception as exc:
+            # Waiters get the same failure; a later call fetches again (failures are never stored).
+            future.set_exception(exc)
+            future.exception()  # retrieved, so an unwaited failure is not reported as lost
+            raise
+        finally:
+            if not future.done():
+                future.cancel()
+            del self._inflight[key]
 
     def lookup(self, key: str) -> CachedValue | None:
         """The stored value of `key`, if any and fresh enough."""
