@@ -18,8 +18,8 @@ from gensearcher.agent.trajectory import Termination, save_trajectory
 from gensearcher.config import Settings
 from gensearcher.data import ReferenceImage, Task
 from gensearcher.errors import GenerationError
-from gensearcher.generate import GenerationRequest, Generator, build_generator
-from gensearcher.generate.base import DroppedReference, request_defaults
+from gensearcher.generate import Generator, build_generator
+from gensearcher.generate.base import DroppedReference, answer_request
 from gensearcher.policy.base import PolicyBackend
 
 __all__ = ["GenerationSummary", "RunRecord", "run_one"]
@@ -72,7 +72,7 @@ async def run_one(settings: Settings, prompt: str, out_dir: Path, *, system_prom
         else:
             record.gen_prompt, record.reference_images = answer.gen_prompt, list(answer.reference_images)
             try:
-                request = _request(settings, answer.gen_prompt, answer.reference_images)
+                request = answer_request(settings.generator, answer.gen_prompt, answer.reference_images)
                 result = await backend.generate(request)
             except GenerationError as exc:
                 record.error = str(exc)
@@ -85,7 +85,3 @@ async def run_one(settings: Settings, prompt: str, out_dir: Path, *, system_prom
     write_atomic(out_dir / "run.json", record.model_dump_json(indent=2).encode("utf-8"))
     return record
 
-
-def _request(settings: Settings, prompt: str, references: list[ReferenceImage]) -> GenerationRequest:
-    defaults = {k: v for k, v in request_defaults(settings.generator).items() if v is not None}
-    return GenerationRequest(prompt=prompt, reference_images=[r.local_path for r in references], **defaults)

@@ -19,9 +19,11 @@ from gensearcher.generate.base import (
     GenerationRequest,
     GenerationResult,
     Generator,
+    answer_request,
 )
 
-__all__ = ["DroppedReference", "GenerationRequest", "GenerationResult", "Generator", "build_generator", "pipeline_arguments"]
+__all__ = ["DroppedReference", "GenerationRequest", "GenerationResult", "Generator", "answer_request", "build_generator",
+           "pipeline_arguments"]
 
 
 def pipeline_arguments(config: GeneratorConfig, *, model: str | None, edit_model: str | None) -> dict[str, Any]:

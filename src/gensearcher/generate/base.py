@@ -8,12 +8,13 @@ reference system silently dropped the fourth and fifth.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from gensearcher.data.records import DroppedReference
+from gensearcher.data.records import DroppedReference, ReferenceImage
 
 # The reference system's /generate API defaults (edit model with references; Qwen-Image for text only), which
 # the http backend sends. The diffusers backend takes each model's own values from its preset instead.
@@ -60,6 +61,13 @@ def request_defaults(config: Any) -> dict[str, Any]:
     """Request fields set in the generator configuration (None: unset)."""
     return {name: getattr(config, name) for name in
             ("steps", "width", "height", "seed", "true_cfg_scale", "guidance_scale", "negative_prompt")}
+
+
+def answer_request(config: Any, prompt: str, references: Sequence[ReferenceImage]) -> GenerationRequest:
+    """The request that renders a research answer: its prompt, its references' files in order, and the
+    generation fields set in the generator configuration (`gensearcher run` and the RL reward alike)."""
+    defaults = {k: v for k, v in request_defaults(config).items() if v is not None}
+    return GenerationRequest(prompt=prompt, reference_images=[r.local_path for r in references], **defaults)
 
 
 class GenerationResult(BaseModel):

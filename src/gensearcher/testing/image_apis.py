@@ -4,7 +4,8 @@ OpenAI Images (`/v1/images/generations`, multipart `/v1/images/edits`), Gemini `
 
 Each answers with a solid-colour PNG whose size follows the request, checks its vendor's auth header
 (key "test-key"), and records every request. Prompts select failures: "moderate" (the vendor's
-moderation error), "ratelimit" (one 429, then success), "boom" (500), "blocked" (Gemini: 200 with no image),
+moderation error), "ratelimit" (one 429, then success), "boom" (500), "unavailable"
+(OpenAI: 503 every time, Retry-After 0), "blocked" (Gemini: 200 with no image),
 "notimage" (Gemini: an inline part that is not an image), "jpeg" (Gemini: a JPEG part). Ark answers with JPEG,
 as the real service does.
 """
@@ -78,6 +79,8 @@ class ImageApis:
                 return openai_error(429, "Rate limit reached", headers={"retry-after": "0"})
             if prompt == "boom":
                 return openai_error(500, "The server had an error")
+            if prompt == "unavailable":
+                return openai_error(503, "The engine is currently overloaded", headers={"retry-after": "0"})
             return None
 
         @app.post("/v1/images/generations")

@@ -6,6 +6,7 @@
     config.py     GenSFTConfig: TRL's SFTConfig with the reference recipe as defaults
     collator.py   the batches: the agent's own rendering, loss on assistant turns only
     sft.py        train_sft over TRL's SFTTrainer
+    reward.py     the GRPO reward of one rollout: generate, judge, or score 0 / exclude
 
 Nothing here is imported by the package at import time: TRL and torch load only when training runs.
 """
