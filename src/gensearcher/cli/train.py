@@ -11,7 +11,7 @@ import typer
 
 from gensearcher.cli import _guarded, app
 
-train_app = typer.Typer(no_args_is_help=True, help="Train the policy (SFT over TRL).")
+train_app = typer.Typer(no_args_is_help=True, help="Train the policy over TRL: SFT, then GRPO.")
 app.add_typer(train_app, name="train")
 
 
@@ -55,13 +55,47 @@ def sft(
     raise typer.Exit(_guarded(body))
 
 
-@train_app.command("grpo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def grpo() -> None:
-    """Agentic RL (GRPO) with the agent loop as the rollout and the judge as the reward: not built yet."""
+@train_app.command("grpo")
+def grpo(
+    model: Annotated[str, typer.Option("--model", help="The policy to start from (an SFT checkpoint folder).")],
+    data: Annotated[Path, typer.Option("--data", help="RL prompts: a `data import-rl` folder or a KnowGen-format file.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: checkpoints, rollouts/, rewards.jsonl, the model.")],
+    config: Annotated[Path | None, typer.Option("--config", help="YAML of GRPOConfig fields and ours.")] = None,
+    settings_file: Annotated[Path | None, typer.Option(
+        "--settings", help="gensearcher settings (TOML) for the tools, generator and judge.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Learning rate (default 1e-6).")] = None,
+    num_generations: Annotated[int | None, typer.Option(help="Rollouts per prompt (default 6).")] = None,
+    save_steps: Annotated[int | None, typer.Option(help="Save a resumable checkpoint every N steps.")] = None,
+    system_prompt_file: Annotated[Path | None, typer.Option(help="The agent's system prompt template.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")] = False,
+) -> None:
+    """Agentic RL: rollouts of the research agent, rendered and judged against the ground truth, update the policy.
 
-    def body() -> None:
-        from gensearcher.errors import NotBuiltError
+    Every rollout is our agent loop (tools, protocol, final round) with the trained model as its policy;
+    the reward is the KnowGen judge on the rendered answer (blended with the text judge when
+    GEN_REWARD_TEXT_COEF > 0). Rollouts hit by an outage are left out of the update, not scored 0.
 
-        raise NotBuiltError("GRPO training is not built yet (gensearcher train sft is)")
+    Examples:
+        gensearcher train grpo --model ckpt/sft --data data/rl --out ckpt/grpo
+        accelerate launch --config_file src/gensearcher/train/accelerate/zero3.yaml -m gensearcher \\
+            train grpo --model ckpt/sft --data data/rl --out ckpt/grpo --config grpo.yaml
+    """
 
-    _guarded(body)
+    def body() -> int:
+        from gensearcher.config import load_settings
+        from gensearcher.train.config import GenGRPOConfig, load_config
+        from gensearcher.train.grpo import train_grpo
+
+        overrides = {"output_dir": str(out), "max_steps": max_steps, "learning_rate": learning_rate,
+                     "num_generations": num_generations, "save_steps": save_steps}
+        grpo_config = load_config(config, overrides, GenGRPOConfig)
+        settings = load_settings(config_file=settings_file)
+        with contextlib.redirect_stdout(sys.stderr):
+            record = train_grpo(grpo_config, model=model, data=data, settings=settings, resume=resume,
+                                system_prompt_file=system_prompt_file)
+        typer.echo(f"trained {record.steps} GRPO steps; checkpoint in {out}, rollouts in {out / 'rollouts'}", err=True)
+        typer.echo(record.model_dump_json(include={"steps", "rewards", "excluded_fraction", "prompts"}, indent=2))
+        return 0
+
+    raise typer.Exit(_guarded(body))

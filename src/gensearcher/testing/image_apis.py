@@ -11,6 +11,7 @@ as the real service does.
 """
 
 import base64
+import hashlib
 import io
 import threading
 from typing import Any
@@ -106,7 +107,9 @@ class ImageApis:
             if not images:
                 return openai_error(400, "image is required")
             width, height = _size(fields.get("size"))
-            return {"created": 1, "data": [{"b64_json": _png(width, height, (200, 100, 0))}]}
+            # Another prompt, another picture (as a real model draws): a judge never sees two answers as one.
+            shade = int(hashlib.sha256(fields.get("prompt", "").encode()).hexdigest()[:2], 16)
+            return {"created": 1, "data": [{"b64_json": _png(width, height, (200, 100, shade))}]}
 
         @app.post("/{version}/models/{model_action}")
         async def gemini(version: str, model_action: str, request: Request) -> Any:

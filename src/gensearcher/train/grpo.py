@@ -99,6 +99,8 @@ class _LoopThread:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.loop.close()
 
 
 def agent_tools() -> None:
@@ -137,6 +139,7 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
         self._inputs: list[dict[str, Any]] = []
         self._excluded: list[bool] = []
         self._images_of_batch: list[bool] = []
+        self._last_outcomes: list[_Outcome] = []
         self.rollout_dir = Path(str(self.args.output_dir)) / "rollouts"
         self.vision_start_id = _token_id(self.processing_class.tokenizer, "<|vision_start|>")
 
@@ -178,13 +181,16 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
             gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
         ) as unwrapped:
             engine = self.engine_factory(unwrapped, self.processing_class, self._sampling(), self.args.rollout_batch)
-            outcomes = self._loop.run(self._rollouts(engine, tasks, step))
+            outcomes, halt = self._loop.run(self._rollouts(engine, tasks, step))
         phase_s = time.monotonic() - started
         sequences = [training_sequence(o.trajectory, vision_start_id=self.vision_start_id) for o in outcomes]
         self._excluded = [o.reward.status == "excluded" for o in outcomes]
+        self._last_outcomes = outcomes
+        self._record_step(step, outcomes, sequences)  # also when halting: the records say what failed
+        if halt is not None:
+            raise TrainingHalted(halt)
         images = [load_images(s.images) or None for s in sequences]
         self._images_of_batch = [bool(i) for i in images]
-        self._record_step(step, outcomes, sequences)
         self._log_rollouts(outcomes, sequences, phase_s, engine)
         completions = [[{"role": "assistant", "content": o.trajectory.steps[-1].response if o.trajectory.steps else ""}]
                        for o in outcomes]
@@ -198,18 +204,19 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
         return Sampling(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
                         max_new_tokens=self.args.max_turn_tokens, seed=self.args.seed + self.state.global_step)
 
-    async def _rollouts(self, engine: RolloutEngine, tasks: list[Task], step: int) -> list[_Outcome]:
-        """Every rollout of the batch at once; outages are retried with backoff, then training stops."""
+    async def _rollouts(self, engine: RolloutEngine, tasks: list[Task], step: int) -> tuple[list[_Outcome], str | None]:
+        """Every rollout of the batch at once; outages are retried with backoff. Returns the outcomes and,
+        when too many stay excluded, why training must stop."""
         outcomes = await asyncio.gather(*(self._one(engine, task, self._name(step, i, task)) for i, task in enumerate(tasks)))
         limit = self.args.max_excluded_fraction
         for attempt in range(self.args.outage_retries + 1):
             excluded = [i for i, o in enumerate(outcomes) if o.reward.status == "excluded"]
             if len(excluded) <= limit * len(outcomes):
-                return outcomes
+                return outcomes, None
             curable = [i for i in excluded if outcomes[i].reward.reason in _RESCORE | _RERUN]
             reasons = sorted({str(outcomes[i].reward.reason) for i in excluded})
             if attempt == self.args.outage_retries or not curable:
-                raise TrainingHalted(
+                return outcomes, (
                     f"step {step}: {len(excluded)} of {len(outcomes)} rollouts excluded ({', '.join(reasons)}) after "
                     f"{attempt} pause(s); the generator, judge or search services are not answering. Fix them and "
                     "resume with --resume (the last checkpoint is kept)")
@@ -221,7 +228,7 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
                                              for i in curable))
             for i, outcome in zip(curable, retried, strict=True):
                 outcomes[i] = outcome
-        return outcomes
+        raise AssertionError("unreachable: the last attempt returns")
 
     async def _one(self, engine: RolloutEngine, task: Task, name: str) -> _Outcome:
         started = time.monotonic()

@@ -15,7 +15,6 @@ a frozen web for that benchmark run, which `import` loads elsewhere.
 from __future__ import annotations
 
 import asyncio
-
 import hashlib
 import io
 import json

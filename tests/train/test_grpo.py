@@ -1,0 +1,233 @@
+"""GRPO end to end on CPU: our agent loop as the rollout, a real generator and judge as the reward.
+
+The policy is a tiny random Qwen3-VL. Where a test needs fixed turns the engine replays scripted replies
+as token ids (the model boundary); the rest is real: the agent loop, our tools against the local web,
+the generator (our server with a tiny Qwen-Image, or the OpenAI Images stand-in), a scripted
+OpenAI-compatible judge, and TRL's scoring, loss and optimizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("trl")
+torch = pytest.importorskip("torch")
+
+from gensearcher.config import load_settings  # noqa: E402
+from gensearcher.data import JudgedRow, ResearchRow, read_records  # noqa: E402
+from gensearcher.policy.transformers_local import encode_messages  # noqa: E402
+from gensearcher.testing import Reply, ScriptedPolicyServer  # noqa: E402
+from gensearcher.testing.image_apis import KEY, ImageApis  # noqa: E402
+from gensearcher.train.config import GenGRPOConfig, load_config  # noqa: E402
+from gensearcher.train.grpo import GenSearcherGRPOTrainer, TrainingHalted, reward_services, training_settings  # noqa: E402
+from gensearcher.train.rollout import RolloutEngine  # noqa: E402
+from tests.conftest import make_image  # noqa: E402
+from tests.helpers import answer, call  # noqa: E402
+from tests.train.conftest import DATE, web_settings  # noqa: E402
+
+JUDGE_KEY = "sk-judge-grpo-0123456789"
+
+
+def knowgen(v: float) -> str:
+    return json.dumps({"rationale": "graded", "faithfulness": v, "visual_correctness": v, "text_accuracy": v,
+                       "text_accuracy_na": False, "aesthetics": v})
+
+
+class ScriptedEngine(RolloutEngine):
+    """Replays fixed turns as token ids: rollout k of a prompt searches for `<prompt word> k`, then answers
+    with the gen_prompt its prompt's script gives (the k-th entry). Everything around it is the real loop."""
+
+    answers: dict[str, list[str]] = {}
+
+    def _generate(self, batch: list[Any]) -> list[list[int]]:
+        out = []
+        for request in batch:
+            context = self.tokenizer.decode(request.ids)
+            key = next(k for k in self.answers if k in context)
+            turns = context.count("<|im_start|>assistant")
+            if turns == 1:
+                counter = self.__dict__.setdefault("counter", {})
+                k = counter[key] = counter.get(key, -1) + 1
+                text = call("image_search", query=f"{key} {k % len(self.answers[key])}", top_k=1)
+            else:
+                k = next(i for i in range(len(self.answers[key])) if f'"{key} {i}"' in context)
+                text = answer(self.answers[key][k], "IMG_001")
+            out.append(self.tokenizer.encode(text + "<|im_end|>", add_special_tokens=False))
+        return out
+
+
+def engine_for(answers: dict[str, list[str]]) -> Any:
+    def build(model: Any, processor: Any, sampling: Any, max_batch: int) -> ScriptedEngine:
+        engine = ScriptedEngine(model, processor, sampling, max_batch)
+        engine.answers = answers
+        return engine
+    return build
+
+
+def grpo_config(out: Path, **fields: Any) -> GenGRPOConfig:
+    values = {"output_dir": str(out), "max_steps": 2, "num_generations": 2, "per_device_train_batch_size": 2,
+              "gradient_accumulation_steps": 2, "max_completion_length": 3000, "max_turn_tokens": 96,
+              "report_to": "none", "learning_rate": 5e-3, "gradient_checkpointing": False, "save_strategy": "no",
+              "logging_steps": 1, "bf16": False, "seed": 1, "outage_backoff_s": 0.05, "outage_retries": 1}
+    return load_config(None, {**values, **fields}, GenGRPOConfig)
+
+
+def tasks_file(folder: Path, prompts: dict[str, Path | None]) -> Path:
+    rows = [{"id": f"t{i}", "prompt": p, **({"gt_image": str(gt)} if gt else {})} for i, (p, gt) in enumerate(prompts.items())]
+    path = folder / "rl.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+@contextlib.contextmanager
+def trainer_for(tiny_checkpoint: Path, out: Path, web: Any, generator: dict[str, Any], judge_script: Any,
+                answers: dict[str, list[str]], tasks: Path, **fields: Any):
+    from datasets import Dataset
+
+    from gensearcher.agent.factory import AgentRecipe
+    from gensearcher.train.grpo import rl_tasks
+    from gensearcher.train.sft import freeze_vision, load_for_training
+
+    with ScriptedPolicyServer(judge_script, model="judge", api_key=JUDGE_KEY) as judge:
+        config = grpo_config(out, **fields)
+        settings = training_settings(load_settings(web_settings(
+            web, agent={"date": DATE, "max_llm_calls": 2}, cache={"dir": str(out / "web-cache")}, generator=generator,
+            judge={"base_url": judge.base_url, "model": "judge", "api_key": JUDGE_KEY, "max_retries": 0,
+                   "deadline_s": 3, "request_timeout_s": 2})), config)
+        model, processor = load_for_training(str(tiny_checkpoint), config)
+        freeze_vision(model)
+        rows = [{"prompt": [{"role": "user", "content": t.prompt}], "task": t.model_dump_json()} for t in rl_tasks(tasks)]
+        trainer = GenSearcherGRPOTrainer(
+            model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=processor,
+            settings=settings, recipe=AgentRecipe.from_settings(settings, out),
+            services=lambda: reward_services(settings, out), engine_factory=engine_for(answers))
+        try:
+            yield trainer, judge
+        finally:
+            trainer.close()
+
+
+def batch_inputs(trainer: Any, count: int) -> list[dict[str, Any]]:
+    """One generation batch as TRL's sampler makes it: each prompt num_generations times, in a row."""
+    dataset = trainer.train_dataset
+    return [dict(dataset[i]) for i in range(count) for _ in range(trainer.num_generations)]
+
+
+@pytest.fixture(scope="module")
+def generator_server(tiny_text_model, tiny_edit_model):
+    from gensearcher.server import build_app
+    from gensearcher.testing import ThreadedUvicorn
+    from tests.server.test_server import SMALL, TOKEN, wait_healthy
+
+    settings = load_settings({"generator": SMALL, "server": {"token": TOKEN}})
+    http = ThreadedUvicorn(build_app(settings, model=str(tiny_text_model), edit_model=str(tiny_edit_model))).start()
+    wait_healthy(http.url)
+    yield {"backend": "http", "app_urls": [http.url], "server_token": TOKEN, "steps": 2, "width": 64, "height": 64,
+           "max_retries": 0}
+    http.stop()
+
+
+def test_two_steps_on_graded_rewards_change_the_weights_and_write_what_happened(
+        tiny_checkpoint, local_web, generator_server, tmp_path):
+    gt = make_image(tmp_path / "gt.png", size=(1328, 1328), color=(200, 20, 20))
+    tasks = tasks_file(tmp_path, {"A poster of the red team": gt, "A poster of the blue team": gt})
+    grades = iter([0.9, 0.2, 0.6, 0.1, 0.8, 0.3, 0.7, 0.4] * 4)
+
+    def judge(body: dict[str, Any]) -> str:
+        return knowgen(next(grades))
+
+    answers = {"red team": ["A red poster, as the reference.", "A dark red poster."],
+               "blue team": ["A blue poster, as the reference.", "A pale blue poster."]}
+    out = tmp_path / "grpo"
+    with trainer_for(tiny_checkpoint, out, local_web, generator_server, judge, answers, tasks) as (trainer, server):
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+        trainer.train()
+        changed = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(before[n], p)]
+        history = trainer.state.log_history
+    assert trainer.state.global_step == 2 and changed
+    assert not any("visual" in n for n in changed)  # the vision tower is frozen
+    steps = [entry for entry in history if "reward" in entry]
+    assert len(steps) == 2 and all(entry["reward_std"] > 0 and entry["frac_reward_zero_std"] == 0 for entry in steps)
+    assert all(entry["rollouts/excluded_fraction"] == 0 and entry["tools/call_frequency"] == 1 for entry in steps)
+
+    step1 = out / "rollouts" / "step-000001"
+    research = read_records(step1 / "results.json", ResearchRow)
+    judged = read_records(step1 / "results_eval.json", JudgedRow)
+    assert len(research) == 4 and len(judged) == 4
+    for row in research:
+        rollout = row.model_extra["rollout"]
+        assert rollout["reward"]["status"] == "scored" and rollout["excluded"] is False
+        assert row.termination == "answer" and (step1 / str(row.trajectory)).is_file()
+        assert rollout["images"] == 1 and rollout["generated_tokens"] > 0
+    assert all(Path(str(row.output_path)).is_file() and row.scores is not None for row in judged)
+    lines = [json.loads(line) for line in (out / "rewards.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2] and all(line["excluded"] == 0 for line in lines)
+    # Each rollout's six-way web searches share one fetch: the second step found them all cached.
+    assert server.requests and all(r["messages"][-1]["role"] == "user" for r in server.requests)
+
+
+class GradedJudge:
+    """KnowGen answers graded per task: the n-th judgement of a task gets the n-th grade; `slow` tasks
+    answer their `slow_at`-th judgement past the judge's deadline."""
+
+    def __init__(self, grades: list[float], slow: tuple[str, ...] = (), slow_at: int = 2):
+        self.grades, self.slow, self.slow_at = grades, slow, slow_at
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, body: dict[str, Any]) -> str | Reply:
+        text = body["messages"][-1]["content"][-1]["text"]
+        task = text.split("Request: ", 1)[1].split("\n", 1)[0]
+        n = self.seen[task] = self.seen.get(task, -1) + 1
+        if any(word in task for word in self.slow) and n == self.slow_at:
+            return Reply(text=knowgen(0.5), delay_s=6)
+        return knowgen(self.grades[n % len(self.grades)])
+
+
+def test_outages_are_excluded_from_the_loss_and_from_their_group_exactly(tiny_checkpoint, local_web, tmp_path):
+    gt = make_image(tmp_path / "gt.png", size=(512, 512), color=(0, 200, 0))
+    tasks = tasks_file(tmp_path, {"A poster of the green team": gt, "A poster of the gold team": gt,
+                                  "A poster of the grey team": gt, "A poster of the lost team": tmp_path / "nowhere.png"})
+    # green: three scored; gold: the generator answers 500 (after its retry) to one answer; grey: the judge is
+    # too slow for one judgement; lost: no ground truth on disk.
+    answers = {"green team": ["green one", "green two", "green three"],
+               "gold team": ["gold one", "gold two", "boom"],
+               "grey team": ["grey one", "grey two", "grey three"],
+               "lost team": ["lost one", "lost two", "lost three"]}
+    with ImageApis() as apis:
+        generator = {"backend": "openai", "api_key": KEY, "api_base_url": apis.url + "/v1", "max_retries": 1}
+        judge = GradedJudge([0.9, 0.5, 0.2], slow=("grey",))
+        with trainer_for(tiny_checkpoint, tmp_path / "grpo", local_web, generator, judge, answers, tasks,
+                         num_generations=3, per_device_train_batch_size=3, gradient_accumulation_steps=4,
+                         max_excluded_fraction=0.6) as (trainer, _):
+            trainer.model.train()
+            output = trainer._generate_and_score_completions(batch_inputs(trainer, 4))
+            rewards = [outcome.reward for outcome in trainer._last_outcomes]
+            before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+            trainer.args.max_steps = 1
+            trainer.train()  # the step still happens with a quarter of the batch out
+            moved = any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters() if p.requires_grad)
+    assert [r.status for r in rewards[:3]] == ["scored"] * 3
+    assert sorted(str(r.reason) for r in rewards[3:6]) == ["None", "None", "generator_failed"]
+    assert sorted(str(r.reason) for r in rewards[6:9]) == ["None", "None", "judge_failed"]
+    assert {r.reason for r in rewards[9:]} == {"missing_ground_truth"}
+    excluded = [r.status == "excluded" for r in rewards]
+    advantages = output["advantages"].tolist()
+    live = (output["completion_mask"] * output["tool_mask"]).sum(-1).tolist()
+    for index, is_excluded in enumerate(excluded):
+        assert (advantages[index] == 0 and live[index] == 0) if is_excluded else live[index] > 0
+    assert int(output["num_items_in_batch"]) == sum(live)
+    # Group statistics over the scored members only (the reference counted an excluded rollout as a 0).
+    for group in range(3):
+        values = [(i, float(rewards[i].reward)) for i in range(3 * group, 3 * group + 3) if not excluded[i]]
+        mean = sum(v for _, v in values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for _, v in values) / (len(values) - 1))
+        assert std > 0
+        for i, value in values:
+            assert advantages[i] == pytest.approx((value - mean) / (std + 1e-4), rel=1e-4, abs=1e-6)
+    assert trainer.state.global_step == 1 and moved
