@@ -134,9 +134,16 @@ def test_a_non_positive_concurrency_is_a_one_line_error_not_a_hang(tmp_path, arg
     assert not (tmp_path / "kg").exists() and not (tmp_path / "eval").exists()
 
 
-def test_grpo_is_not_built_yet_and_says_so(tmp_path):
-    result = gensearcher("train", "grpo", "--model", "ckpt/sft", cwd=tmp_path)
-    assert result.returncode == 2 and result.stderr.strip() == "error: GRPO training is not built yet (gensearcher train sft is)"
+def test_grpo_refuses_bad_input_in_one_line_before_loading_anything(tmp_path):
+    missing = gensearcher("train", "grpo", "--model", "ckpt/sft", "--data", "nowhere", "--out", "o", cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.strip().startswith("error: nowhere: no RL prompts")
+    (tmp_path / "grpo.yaml").write_text("num_rollouts: 6\n")
+    unknown = gensearcher("train", "grpo", "--model", "m", "--data", "d", "--out", "o", "--config", "grpo.yaml",
+                          cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown GRPO config field(s): num_rollouts" in unknown.stderr
+    (tmp_path / "vllm.yaml").write_text("use_vllm: true\n")
+    vllm = gensearcher("train", "grpo", "--model", "m", "--data", "d", "--out", "o", "--config", "vllm.yaml", cwd=tmp_path)
+    assert vllm.returncode == 2 and "vLLM generation is not supported yet" in vllm.stderr
 
 
 def test_judge_accepts_rows_without_id_as_the_reference_does(tmp_path):

@@ -7,7 +7,7 @@
     │   ├── server.guard.BodyTooLarge  a request body grew past the server's cap (413)
     │   ├── train.sharegpt.BadRow      a sharegpt row is unusable (reported with its index, left out)
     │   └── train.collator.RenderError a training row does not render as the agent's turns
-    ├── NotBuiltError            a declared feature not implemented yet (`gensearcher train grpo`); exit 2
+    ├── NotBuiltError            a declared feature not implemented yet; exit 2
     ├── PolicyError              the policy endpoint or model failed (infrastructure); the batch records it
     │   └── ContextLengthExceeded      the conversation no longer fits the model's context
     ├── ToolError                a tool failed; the agent shows the message to the model as an observation
@@ -21,7 +21,9 @@
     │   └── server.workers.NoCapableWorker     no worker serves this kind of request (text or edit)
     ├── data.io.PathNotFound     an input file names a path that resolves nowhere; an item error
     ├── viewer.files.Refused     a viewer request for a file outside the served folders (404)
-    └── judge.JudgeError         no usable judgement after the retries; the row records it
+    ├── judge.JudgeError         no usable judgement after the retries; the row records it
+    ├── train.grpo.TrainingHalted      too many rollouts excluded (services down) after the pauses; exit 1
+    └── train.rollout.SequenceError    a trajectory's turns are not one token sequence (not trainable)
 
 Mistakes of the *model* (malformed tags, unknown tools, bad arguments) are not exceptions at all:
 the agent records them on the step and shows them to the model (see ``gensearcher.agent.protocol``).

@@ -117,18 +117,26 @@ def research_reward(prompts: list[Any], completions: list[Any], gensearcher_rewa
 class GenSearcherGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose completions are research-agent rollouts (see the module text).
 
-    Args (besides GRPOTrainer's):
+    Args:
+        model: the policy (a loaded Qwen3-VL-family model).
+        args: the GRPO configuration.
+        train_dataset: rows of `prompt` (the task as a chat) and `task` (the Task as JSON).
+        processing_class: the model's processor; rollouts and the training forward both use it.
         settings: tools, generator, judge and agent settings.
         recipe: the agent's texts and budgets.
-        tasks: the RL prompts by their `task` column value.
         services: an async context manager factory yielding (toolbox, rewarder), entered on the rollout loop.
         engine_factory: builds the step's `RolloutEngine` from (model, processor, sampling, max_batch); a
             test passes one that replays fixed turns.
+        callbacks: extra `transformers.TrainerCallback`s.
     """
 
-    def __init__(self, *args: Any, settings: Settings, recipe: AgentRecipe, services: Any,
-                 engine_factory: Any = RolloutEngine, **kwargs: Any):
-        super().__init__(*args, reward_funcs=[research_reward], **kwargs)
+    def __init__(self, *, model: Any, args: GenGRPOConfig, train_dataset: Any, processing_class: Any,
+                 settings: Settings, recipe: AgentRecipe, services: Any, engine_factory: Any = RolloutEngine,
+                 callbacks: list[Any] | None = None):
+        super().__init__(model=model, reward_funcs=[research_reward], args=args, train_dataset=train_dataset,
+                         processing_class=processing_class, callbacks=callbacks)
+        self.config = args
+        self.group_size = int(args.num_generations or 1)
         self.tools = [agent_tools]
         self.settings = settings
         self.recipe = recipe
@@ -141,7 +149,7 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
         self._images_of_batch: list[bool] = []
         self._last_outcomes: list[_Outcome] = []
         self.rollout_dir = Path(str(self.args.output_dir)) / "rollouts"
-        self.vision_start_id = _token_id(self.processing_class.tokenizer, "<|vision_start|>")
+        self.vision_start_id = _token_id(processing_class.tokenizer, "<|vision_start|>")
 
     def close(self) -> None:
         """Close the tools, generator and judge, and stop the rollout loop."""
@@ -177,10 +185,10 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
         tasks = [Task.model_validate_json(row["task"]) for row in self._inputs]
         started = time.monotonic()
         with unwrap_model_for_generation(
-            self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
-            gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+            self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.config.ds3_gather_for_generation,
+            gradient_checkpointing_kwargs=self.config.gradient_checkpointing_kwargs,  # type: ignore[arg-type]
         ) as unwrapped:
-            engine = self.engine_factory(unwrapped, self.processing_class, self._sampling(), self.args.rollout_batch)
+            engine = self.engine_factory(unwrapped, self.processing_class, self._sampling(), self.config.rollout_batch)
             outcomes, halt = self._loop.run(self._rollouts(engine, tasks, step))
         phase_s = time.monotonic() - started
         sequences = [training_sequence(o.trajectory, vision_start_id=self.vision_start_id) for o in outcomes]
@@ -202,29 +210,29 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
 
     def _sampling(self) -> Sampling:
         return Sampling(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                        max_new_tokens=self.args.max_turn_tokens, seed=self.args.seed + self.state.global_step)
+                        max_new_tokens=self.config.max_turn_tokens, seed=self.args.seed + self.state.global_step)
 
     async def _rollouts(self, engine: RolloutEngine, tasks: list[Task], step: int) -> tuple[list[_Outcome], str | None]:
         """Every rollout of the batch at once; outages are retried with backoff. Returns the outcomes and,
         when too many stay excluded, why training must stop."""
-        outcomes = await asyncio.gather(*(self._one(engine, task, self._name(step, i, task)) for i, task in enumerate(tasks)))
-        limit = self.args.max_excluded_fraction
-        for attempt in range(self.args.outage_retries + 1):
+        outcomes = await asyncio.gather(*(self._one(engine, task, self._rollout_name(step, i, task)) for i, task in enumerate(tasks)))
+        limit = self.config.max_excluded_fraction
+        for attempt in range(self.config.outage_retries + 1):
             excluded = [i for i, o in enumerate(outcomes) if o.reward.status == "excluded"]
             if len(excluded) <= limit * len(outcomes):
                 return outcomes, None
             curable = [i for i in excluded if outcomes[i].reward.reason in _RESCORE | _RERUN]
             reasons = sorted({str(outcomes[i].reward.reason) for i in excluded})
-            if attempt == self.args.outage_retries or not curable:
+            if attempt == self.config.outage_retries or not curable:
                 return outcomes, (
                     f"step {step}: {len(excluded)} of {len(outcomes)} rollouts excluded ({', '.join(reasons)}) after "
                     f"{attempt} pause(s); the generator, judge or search services are not answering. Fix them and "
                     "resume with --resume (the last checkpoint is kept)")
-            pause = self.args.outage_backoff_s * 2**attempt
+            pause = self.config.outage_backoff_s * 2**attempt
             logger.warning("step %d: %d of %d rollouts excluded (%s); pausing %.0f s before retrying them",
                            step, len(excluded), len(outcomes), ", ".join(reasons), pause)
             await asyncio.sleep(pause)
-            retried = await asyncio.gather(*(self._retry(engine, outcomes[i], self._name(step, i, tasks[i]))
+            retried = await asyncio.gather(*(self._retry(engine, outcomes[i], self._rollout_name(step, i, tasks[i]))
                                              for i in curable))
             for i, outcome in zip(curable, retried, strict=True):
                 outcomes[i] = outcome
@@ -232,7 +240,7 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
 
     async def _one(self, engine: RolloutEngine, task: Task, name: str) -> _Outcome:
         started = time.monotonic()
-        policy = RolloutPolicy(engine, max_completion_tokens=int(self.max_completion_length))
+        policy = RolloutPolicy(engine, max_completion_tokens=int(self.max_completion_length or 0))
         trajectory = await self.recipe.agent(policy, self._toolbox).run(task)
         scored = time.monotonic()
         reward = await self._rewarder.score(task, trajectory, name=name)
@@ -248,8 +256,8 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
         retried.attempts = outcome.attempts + 1
         return retried
 
-    def _name(self, step: int, index: int, task: Task) -> str:
-        group, rollout = divmod(index, self.num_generations)
+    def _rollout_name(self, step: int, index: int, task: Task) -> str:
+        group, rollout = divmod(index, self.group_size)
         rank = f"p{self.accelerator.process_index}-" if self.accelerator.num_processes > 1 else ""
         return f"{rank}g{group:03d}-{task.id}-r{rollout}"
 
@@ -261,10 +269,10 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
             folder = folder / f"rank-{self.accelerator.process_index}"
         research, judged = [], []
         for index, (outcome, sequence) in enumerate(zip(outcomes, sequences, strict=True)):
-            name = self._name(step, index, outcome.task)
+            name = self._rollout_name(step, index, outcome.task)
             path = folder / "trajectories" / item_filename(name, ".json")
             save_trajectory(outcome.trajectory, path, fsync=False)
-            group, rollout = divmod(index, self.num_generations)
+            group, rollout = divmod(index, self.group_size)
             record = RolloutRecord(
                 id=name, task_id=outcome.task.id, group=group, rollout=rollout, step=step,
                 termination=outcome.trajectory.termination or "", reward=outcome.reward,

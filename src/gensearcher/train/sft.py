@@ -25,7 +25,7 @@ from gensearcher import __version__
 from gensearcher._files import write_atomic
 from gensearcher.errors import UserError
 from gensearcher.train.collator import AgentChatCollator, RenderError
-from gensearcher.train.config import GenSFTConfig
+from gensearcher.train.config import GenGRPOConfig, GenSFTConfig
 from gensearcher.train.dataset import MANIFEST_FILE, ROWS_FILE, SFTRow, read_dataset
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def check_pixels(rows: list[SFTRow], max_pixels: int) -> None:
                         f"{image.width}x{image.height}); re-import with the same cap the agent uses")
 
 
-def load_for_training(source: str, config: GenSFTConfig) -> tuple[Any, Any]:
+def load_for_training(source: str, config: GenSFTConfig | GenGRPOConfig) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForImageTextToText
 
@@ -207,7 +207,7 @@ def _dataset_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _config_record(config: GenSFTConfig) -> dict[str, Any]:
+def _config_record(config: GenSFTConfig | GenGRPOConfig) -> dict[str, Any]:
     values = json.loads(json.dumps(config.to_dict(), default=str))
     for key in ("hub_token", "push_to_hub_token"):
         if values.get(key):
