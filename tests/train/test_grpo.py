@@ -21,11 +21,10 @@ torch = pytest.importorskip("torch")
 
 from gensearcher.config import load_settings  # noqa: E402
 from gensearcher.data import JudgedRow, ResearchRow, read_records  # noqa: E402
-from gensearcher.policy.transformers_local import encode_messages  # noqa: E402
 from gensearcher.testing import Reply, ScriptedPolicyServer  # noqa: E402
 from gensearcher.testing.image_apis import KEY, ImageApis  # noqa: E402
 from gensearcher.train.config import GenGRPOConfig, load_config  # noqa: E402
-from gensearcher.train.grpo import GenSearcherGRPOTrainer, TrainingHalted, reward_services, training_settings  # noqa: E402
+from gensearcher.train.grpo import GenSearcherGRPOTrainer, reward_services, training_settings  # noqa: E402
 from gensearcher.train.rollout import RolloutEngine  # noqa: E402
 from tests.conftest import make_image  # noqa: E402
 from tests.helpers import answer, call  # noqa: E402
@@ -43,7 +42,10 @@ class ScriptedEngine(RolloutEngine):
     """Replays fixed turns as token ids: rollout k of a prompt searches for `<prompt word> k`, then answers
     with the gen_prompt its prompt's script gives (the k-th entry). Everything around it is the real loop."""
 
-    answers: dict[str, list[str]] = {}
+    def __init__(self, *args: Any, answers: dict[str, list[str]]):
+        super().__init__(*args)
+        self.answers = answers
+        self.counter: dict[str, int] = {}
 
     def _generate(self, batch: list[Any]) -> list[list[int]]:
         out = []
@@ -52,8 +54,7 @@ class ScriptedEngine(RolloutEngine):
             key = next(k for k in self.answers if k in context)
             turns = context.count("<|im_start|>assistant")
             if turns == 1:
-                counter = self.__dict__.setdefault("counter", {})
-                k = counter[key] = counter.get(key, -1) + 1
+                k = self.counter[key] = self.counter.get(key, -1) + 1
                 text = call("image_search", query=f"{key} {k % len(self.answers[key])}", top_k=1)
             else:
                 k = next(i for i in range(len(self.answers[key])) if f'"{key} {i}"' in context)
@@ -64,9 +65,7 @@ class ScriptedEngine(RolloutEngine):
 
 def engine_for(answers: dict[str, list[str]]) -> Any:
     def build(model: Any, processor: Any, sampling: Any, max_batch: int) -> ScriptedEngine:
-        engine = ScriptedEngine(model, processor, sampling, max_batch)
-        engine.answers = answers
-        return engine
+        return ScriptedEngine(model, processor, sampling, max_batch, answers=answers)
     return build
 
 
