@@ -21,10 +21,11 @@ torch = pytest.importorskip("torch")
 
 from gensearcher.config import load_settings  # noqa: E402
 from gensearcher.data import JudgedRow, ResearchRow, read_records  # noqa: E402
+from gensearcher.policy.transformers_local import encode_messages  # noqa: E402
 from gensearcher.testing import Reply, ScriptedPolicyServer  # noqa: E402
 from gensearcher.testing.image_apis import KEY, ImageApis  # noqa: E402
 from gensearcher.train.config import GenGRPOConfig, load_config  # noqa: E402
-from gensearcher.train.grpo import GenSearcherGRPOTrainer, reward_services, training_settings  # noqa: E402
+from gensearcher.train.grpo import GenSearcherGRPOTrainer, TrainingHalted, reward_services, training_settings  # noqa: E402
 from gensearcher.train.rollout import RolloutEngine  # noqa: E402
 from tests.conftest import make_image  # noqa: E402
 from tests.helpers import answer, call  # noqa: E402
@@ -165,6 +166,15 @@ def test_two_steps_on_graded_rewards_change_the_weights_and_write_what_happened(
         assert row.termination == "answer" and (step1 / str(row.trajectory)).is_file()
         assert rollout["images"] == 1 and rollout["generated_tokens"] > 0
     assert all(Path(str(row.output_path)).is_file() and row.scores is not None for row in judged)
+    from gensearcher.viewer.runs import RunIndex, read_rewards
+
+    index = RunIndex([step1, out])
+    try:
+        opened = index.runs()
+    finally:
+        index.close()
+    assert (opened[0].items, opened[0].generated, opened[0].judged) == (4, 4, 4)
+    assert [step for step, _ in read_rewards(out)] == [1, 2] and "train" in opened[1].stages
     lines = [json.loads(line) for line in (out / "rewards.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2] and all(line["excluded"] == 0 for line in lines)
     # Each rollout's six-way web searches share one fetch: the second step found them all cached.
@@ -230,3 +240,165 @@ def test_outages_are_excluded_from_the_loss_and_from_their_group_exactly(tiny_ch
         for i, value in values:
             assert advantages[i] == pytest.approx((value - mean) / (std + 1e-4), rel=1e-4, abs=1e-6)
     assert trainer.state.global_step == 1 and moved
+
+
+def test_the_trained_sequence_is_what_the_agent_showed_token_for_token_and_pixel_for_pixel(
+        tiny_checkpoint, local_web, tmp_path):
+    gt = make_image(tmp_path / "gt.png", size=(256, 256))
+    tasks = tasks_file(tmp_path, {"A poster of the red team": gt})
+    with ImageApis() as apis:
+        generator = {"backend": "openai", "api_key": KEY, "api_base_url": apis.url + "/v1"}
+        with trainer_for(tiny_checkpoint, tmp_path / "grpo", local_web, generator, GradedJudge([0.9, 0.1]),
+                         {"red team": ["A red poster.", "A dark red poster."]}, tasks) as (trainer, _):
+            trainer.model.train()
+            output = trainer._generate_and_score_completions(batch_inputs(trainer, 1))
+            trajectories = [outcome.trajectory for outcome in trainer._last_outcomes]
+            processor = trainer.processing_class
+            tokenizer = processor.tokenizer
+
+            def logps(pixels: Any) -> Any:
+                ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+                mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+                with torch.no_grad():
+                    values, _, _ = trainer._get_per_token_logps_and_entropies(
+                        trainer.model, ids, mask, output["completion_ids"].size(1), batch_size=2,
+                        pixel_values=pixels, image_grid_thw=output["image_grid_thw"], num_images=output["num_images"],
+                        mm_token_type_ids=output["mm_token_type_ids"])
+                return values
+
+            plain = logps(output["pixel_values"])
+            generator_ = torch.Generator().manual_seed(0)
+            perturbed = logps(output["pixel_values"] + torch.randn(output["pixel_values"].shape, generator=generator_))
+    image_pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    for row, trajectory in enumerate(trajectories):
+        completion = output["completion_ids"][row].tolist()
+        mask = output["tool_mask"][row].tolist()
+        live = int(output["completion_mask"][row].sum())
+        sampled = [token for step in trajectory.steps for token in step.completion_token_ids or []]
+        # The loss sees exactly the tokens the model sampled, in order; everything else the loop wrote.
+        assert [t for t, m in zip(completion[:live], mask[:live], strict=True) if m] == sampled
+        written = tokenizer.decode([t for t, m in zip(completion[:live], mask[:live], strict=True) if not m])
+        assert written.startswith("\n<|im_start|>user") and "--- image search result" in written
+        assert written.count("<|im_start|>assistant") == len(trajectory.steps) - 1
+        assert image_pad in [t for t, m in zip(completion, mask, strict=True) if not m]
+        # Parity: the last turn's context is what inference renders from the same conversation.
+        last = max(i for i, m in enumerate(trajectory.messages) if m.role == "assistant")
+        rendered = encode_messages(processor, trajectory.messages[:last], add_generation_prompt=True)
+        full = output["prompt_ids"][row][output["prompt_mask"][row].bool()].tolist() + completion[:live]
+        assert rendered["input_ids"][0].tolist() == full[: rendered["input_ids"].shape[1]]
+        assert trajectory.steps[-1].prompt_token_ids == rendered["input_ids"][0].tolist()
+        rows = int(output["image_grid_thw"][row].prod())
+        assert torch.equal(rendered["pixel_values"], output["pixel_values"][row * rows:(row + 1) * rows])
+        # Pixels reach the training forward: changing them moves the log-probs after the image only.
+        first_image = completion.index(image_pad)
+        assert torch.equal(plain[row, :first_image], perturbed[row, :first_image])
+        after = (plain[row, first_image:live] - perturbed[row, first_image:live]).abs()
+        assert after.max() > 1e-4
+
+
+def test_a_whole_batch_outage_pauses_then_stops_without_an_empty_step(tiny_checkpoint, local_web, tmp_path):
+    gt = make_image(tmp_path / "gt.png", size=(256, 256))
+    tasks = tasks_file(tmp_path, {"A poster of the red team": gt, "A poster of the blue team": gt})
+    with ImageApis() as apis:
+        generator = {"backend": "openai", "api_key": KEY, "api_base_url": apis.url + "/v1", "max_retries": 0}
+        out = tmp_path / "grpo"
+        with trainer_for(tiny_checkpoint, out, local_web, generator, GradedJudge([0.5]),
+                         {"red team": ["unavailable"], "blue team": ["unavailable"]}, tasks,
+                         outage_retries=2, outage_backoff_s=0.05) as (trainer, judge):
+            before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+            with pytest.raises(TrainingHalted) as halted:
+                trainer.train()
+            unchanged = all(torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
+            calls = [r for r in apis.requests if r[0] == "openai.edits"]
+    assert "4 of 4 rollouts excluded (generator_failed) after 2 pause(s)" in str(halted.value)
+    assert "--resume" in str(halted.value)
+    assert trainer.state.global_step == 0 and unchanged and not judge.requests
+    assert len(calls) == 4 * 3  # each rollout's answer was rendered again after each pause
+    rows = read_records(out / "rollouts" / "step-000001" / "results.json", ResearchRow)
+    assert [row.model_extra["rollout"]["attempts"] for row in rows] == [3, 3, 3, 3]
+    assert all(row.model_extra["rollout"]["reward"]["reason"] == "generator_failed" for row in rows)
+
+
+def test_the_trl_internals_we_rely_on_are_still_there():
+    """GRPOTrainer is pinned; these are the private names and lines the subclass depends on."""
+    import inspect
+
+    import trl
+    from trl import GRPOTrainer
+
+    assert trl.__version__ == "1.16.0"
+    assert list(inspect.signature(GRPOTrainer._generate).parameters) == ["self", "prompts"]
+    assert list(inspect.signature(GRPOTrainer._generate_and_score_completions).parameters) == ["self", "inputs"]
+    assert list(inspect.signature(GRPOTrainer._compute_loss).parameters) == ["self", "model", "inputs"]
+    score = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    for line in ("images,\n            tool_images,\n        ) = self._generate(prompts)",
+                 "if self.tools and any(imgs for imgs in tool_images) and self._is_vlm:",
+                 "unscorable_mask = torch.isnan(rewards_per_func).all(dim=1)",
+                 'output["tool_mask"] = tool_mask', '"num_items_in_batch": num_items_in_batch'):
+        assert line in score, line
+    loss = inspect.getsource(GRPOTrainer._compute_loss)
+    assert 'mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]' in loss
+    assert 'advantages = inputs["advantages"]' in loss
+    assert "(per_token_loss.size(0) * self.max_completion_length)" in loss
+    generate = inspect.getsource(GRPOTrainer._generate)
+    assert "return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images" in generate
+
+
+def _toml(sections: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
+    return "\n".join(lines) + "\n"
+
+
+def test_the_command_trains_is_killed_and_resumes_from_its_checkpoint(tiny_checkpoint, local_web, tmp_path):
+    """`gensearcher train grpo` with the tiny model sampling for itself: kill -9 after the first checkpoint,
+    then --resume finishes the run from it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.train.test_closed_loop import gensearcher
+
+    gt = make_image(tmp_path / "gt.png", size=(256, 256))
+    tasks_file(tmp_path, {"A poster of the red team": gt, "A poster of the blue team": gt})
+    (tmp_path / "grpo.yaml").write_text(
+        "num_generations: 2\nper_device_train_batch_size: 2\ngradient_accumulation_steps: 1\nmax_completion_length: 400\n"
+        "max_turn_tokens: 12\nreport_to: tensorboard\nlearning_rate: 0.001\ngradient_checkpointing: false\n"
+        "save_steps: 1\nlogging_steps: 1\nbf16: false\ndisable_tqdm: true\n")
+    with ImageApis() as apis, ScriptedPolicyServer(GradedJudge([0.5]), model="judge", api_key=JUDGE_KEY) as judge:
+        settings = web_settings(local_web, agent={"date": DATE, "max_llm_calls": 1})
+        settings.update(generator={"backend": "openai", "api_key": KEY, "api_base_url": apis.url + "/v1"},
+                        judge={"base_url": judge.base_url, "model": "judge", "api_key": JUDGE_KEY})
+        (tmp_path / "settings.toml").write_text(_toml(settings))
+        args = ["train", "grpo", "--model", str(tiny_checkpoint), "--data", "rl.jsonl", "--out", "out",
+                "--config", "grpo.yaml", "--settings", "settings.toml", "--max-steps", "3"]
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+               "OMP_NUM_THREADS": "1"}
+        first = subprocess.Popen([sys.executable, "-m", "gensearcher", *args], cwd=tmp_path, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not (tmp_path / "out" / "checkpoint-1" / "trainer_state.json").is_file():
+            assert first.poll() is None, first.stderr.read().decode()[-3000:] if first.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        first.stderr.close()  # type: ignore[union-attr]
+        assert not (tmp_path / "out" / "grpo.json").exists()
+        resumed = gensearcher(*args, "--resume", cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    report = json.loads(resumed.stdout)
+    record = json.loads((tmp_path / "out" / "grpo.json").read_text())
+    assert report["steps"] == 3 and record["resumed_from"].endswith(("checkpoint-1", "checkpoint-2"))
+    assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "chat_template.jinja").is_file()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "out" / "rewards.jsonl").read_text().splitlines()]
+    assert steps[0] == 1 and steps[-1] == 3 and set(steps) == {1, 2, 3}
+    assert list((tmp_path / "out" / "runs").rglob("events.out.tfevents.*"))  # TensorBoard got the metrics
+    for step in (1, 2, 3):
+        rows = read_records(tmp_path / "out" / "rollouts" / f"step-{step:06d}" / "results.json", ResearchRow)
+        assert len(rows) == 2 and all(row.model_extra["rollout"]["reward"]["status"] in ("policy_failure", "scored")
+                                      for row in rows)
