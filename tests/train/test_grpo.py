@@ -402,3 +402,46 @@ def test_the_command_trains_is_killed_and_resumes_from_its_checkpoint(tiny_check
         rows = read_records(tmp_path / "out" / "rollouts" / f"step-{step:06d}" / "results.json", ResearchRow)
         assert len(rows) == 2 and all(row.model_extra["rollout"]["reward"]["status"] in ("policy_failure", "scored")
                                       for row in rows)
+
+
+def test_two_processes_train_together_although_their_rollouts_take_different_turns(tiny_checkpoint, local_web, tmp_path):
+    """Two ranks under torchrun (DDP over gloo on CPU): each rank runs its own rollouts with the shared
+    weights (generation is never a collective), rewards are gathered, and both ranks take the same two steps."""
+    import os
+    import subprocess
+    import sys
+
+    gt = make_image(tmp_path / "gt.png", size=(256, 256))
+    tasks_file(tmp_path, {f"A poster of team {i}": gt for i in range(4)})
+    (tmp_path / "grpo.yaml").write_text(
+        "num_generations: 2\nper_device_train_batch_size: 2\ngradient_accumulation_steps: 1\nmax_completion_length: 400\n"
+        "max_turn_tokens: 12\nreport_to: none\nlearning_rate: 0.001\ngradient_checkpointing: false\n"
+        "save_strategy: 'no'\nlogging_steps: 1\nbf16: false\ndisable_tqdm: true\nmax_steps: 2\n"
+        "use_cpu: true\nddp_backend: gloo\n")
+    with ImageApis() as apis, ScriptedPolicyServer(GradedJudge([0.5]), model="judge", api_key=JUDGE_KEY) as judge:
+        settings = web_settings(local_web, agent={"date": DATE, "max_llm_calls": 3})
+        settings.update(generator={"backend": "openai", "api_key": KEY, "api_base_url": apis.url + "/v1"},
+                        judge={"base_url": judge.base_url, "model": "judge", "api_key": JUDGE_KEY})
+        (tmp_path / "settings.toml").write_text(_toml(settings))
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+               "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+        run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                              "--master_port", str(_free_port()), "-m", "gensearcher", "train", "grpo",
+                              "--model", str(tiny_checkpoint), "--data", "rl.jsonl", "--out", "out",
+                              "--config", "grpo.yaml", "--settings", "settings.toml"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert json.loads((tmp_path / "out" / "grpo.json").read_text())["steps"] == 2
+    for step in (1, 2):
+        for rank in (0, 1):
+            rows = read_records(tmp_path / "out" / "rollouts" / f"step-{step:06d}" / f"rank-{rank}" / "results.json",
+                                ResearchRow)
+            assert len(rows) == 2 and all(row.id.startswith(f"p{rank}-") for row in rows)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -150,6 +150,18 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
         self._last_outcomes: list[_Outcome] = []
         self.rollout_dir = Path(str(self.args.output_dir)) / "rollouts"
         self.vision_start_id = _token_id(processing_class.tokenizer, "<|vision_start|>")
+        self._phase_s = 0.0  # the rollout phase inside the current training_step
+        self._window_s = 0.0  # forward and backward time of the current accumulation window
+        self._refuse_unsafe_sharding()
+
+    def _refuse_unsafe_sharding(self) -> None:
+        # Rollouts take a different number of turns on each rank: generation must need no collective.
+        if self.is_fsdp_enabled:
+            raise UserError("GRPO under FSDP is not supported yet (generation would need every rank at every "
+                            "turn); use DeepSpeed ZeRO-3 or plain data parallel")
+        if self.is_deepspeed_enabled and not self.config.ds3_gather_for_generation:
+            raise UserError("ds3_gather_for_generation: false would make every turn a collective across ranks; "
+                            "GRPO rollouts need it true")
 
     def close(self) -> None:
         """Close the tools, generator and judge, and stop the rollout loop."""
@@ -169,6 +181,16 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
         if any(self._images_of_batch) and "pixel_values" not in output:
             raise GenSearcherError("TRL dropped the batch's images (image tokens and pixels disagree)")
         return output
+
+    def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
+        started = time.monotonic()
+        self._phase_s = 0.0
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._window_s += time.monotonic() - started - self._phase_s
+        if self._step % self.config.gradient_accumulation_steps == 0:
+            self._metrics["train"]["timing/update_s"].append(self._window_s)
+            self._window_s = 0.0
+        return loss
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Any:
         if self.loss_type in _ROW_LOSSES:
@@ -190,7 +212,7 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
         ) as unwrapped:
             engine = self.engine_factory(unwrapped, self.processing_class, self._sampling(), self.config.rollout_batch)
             outcomes, halt = self._loop.run(self._rollouts(engine, tasks, step))
-        phase_s = time.monotonic() - started
+        phase_s = self._phase_s = time.monotonic() - started
         sequences = [training_sequence(o.trajectory, vision_start_id=self.vision_start_id) for o in outcomes]
         self._excluded = [o.reward.status == "excluded" for o in outcomes]
         self._last_outcomes = outcomes
@@ -210,7 +232,8 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
 
     def _sampling(self) -> Sampling:
         return Sampling(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                        max_new_tokens=self.config.max_turn_tokens, seed=self.args.seed + self.state.global_step)
+                        max_new_tokens=self.config.max_turn_tokens,
+                        seed=self.args.seed + self.state.global_step + 100_003 * self.accelerator.process_index)
 
     async def _rollouts(self, engine: RolloutEngine, tasks: list[Task], step: int) -> tuple[list[_Outcome], str | None]:
         """Every rollout of the batch at once; outages are retried with backoff. Returns the outcomes and,

@@ -114,6 +114,7 @@ class RolloutEngine:
         self.sampling = sampling
         self.max_batch = max_batch
         self.eos_ids = eos_token_ids(model, self.tokenizer)
+        self.context_limit: int | None = getattr(model.config.get_text_config(), "max_position_embeddings", None)
         self.image_token_id = _token(self.tokenizer, "<|image_pad|>")
         # A sampled vision token would claim pixels that do not exist (TRL then drops every image of the batch).
         self.suppress = [t for t in (_token(self.tokenizer, name) for name in
@@ -175,7 +176,10 @@ class RolloutEngine:
                 **inputs, max_new_tokens=max(r.max_new_tokens for r in batch), do_sample=not greedy,
                 temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
                 top_k=sampling.top_k, suppress_tokens=self.suppress or None, pad_token_id=pad,
-                eos_token_id=sorted(self.eos_ids), use_cache=True)
+                eos_token_id=sorted(self.eos_ids), use_cache=True,
+                # Each rank generates on its own (ZeRO-3 weights are gathered for the whole rollout phase):
+                # ranks whose rollouts take different numbers of turns must not wait for each other.
+                synced_gpus=False)
         results = []
         for row, request in zip(output[:, width:].tolist(), batch, strict=True):
             ids: list[int] = []
@@ -229,6 +233,11 @@ class RolloutPolicy:
         if left <= 0:
             raise ContextLengthExceeded(f"the rollout used its {self.max_completion_tokens}-token completion budget")
         budget = min(max_tokens, left)
+        limit = self.engine.context_limit
+        if limit is not None and len(self._ids) + 1 > limit:
+            raise ContextLengthExceeded(f"the rollout's context of {len(self._ids)} tokens exceeds the model's {limit}")
+        if limit is not None:
+            budget = min(budget, limit - len(self._ids))
         completion = await self.engine.generate(list(self._ids), list(self._pixels), list(self._grids), budget)
         prompt = list(self._ids)
         self._ids = [*self._ids, *completion]
