@@ -53,9 +53,14 @@ class ScriptedEngine(RolloutEngine):
         for request in batch:
             context = self.tokenizer.decode(request.ids)
             key = next(k for k in self.answers if k in context)
+            if key == "crash team":
+                raise RuntimeError("CUDA out of memory (as a model might fail)")
             turns = context.count("<|im_start|>assistant")
             if turns == 1:
-                k = self.counter[key] = self.counter.get(key, -1) + 1
+                # A request run again (alone, after its batch failed) keeps its number.
+                if not hasattr(request, "number"):
+                    request.number = self.counter[key] = self.counter.get(key, -1) + 1
+                k = request.number
                 text = call("image_search", query=f"{key} {k % len(self.answers[key])}", top_k=1)
             else:
                 k = next(i for i in range(len(self.answers[key])) if f'"{key} {i}"' in context)
@@ -88,6 +93,7 @@ def tasks_file(folder: Path, prompts: dict[str, Path | None]) -> Path:
 @contextlib.contextmanager
 def trainer_for(tiny_checkpoint: Path, out: Path, web: Any, generator: dict[str, Any], judge_script: Any,
                 answers: dict[str, list[str]], tasks: Path, **fields: Any):
+    # The tiny model's context is 4,096 tokens (of a 600-token vocabulary): the short system prompt fits it.
     from datasets import Dataset
 
     from gensearcher.agent.factory import AgentRecipe
@@ -105,7 +111,7 @@ def trainer_for(tiny_checkpoint: Path, out: Path, web: Any, generator: dict[str,
         rows = [{"prompt": [{"role": "user", "content": t.prompt}], "task": t.model_dump_json()} for t in rl_tasks(tasks)]
         trainer = GenSearcherGRPOTrainer(
             model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=processor,
-            settings=settings, recipe=AgentRecipe.from_settings(settings, out),
+            settings=settings, recipe=AgentRecipe.from_settings(settings, out, system_prompt_file=_short_prompt(out)),
             services=lambda: reward_services(settings, out), engine_factory=engine_for(answers))
         try:
             yield trainer, judge
@@ -201,21 +207,22 @@ class GradedJudge:
 def test_outages_are_excluded_from_the_loss_and_from_their_group_exactly(tiny_checkpoint, local_web, tmp_path):
     gt = make_image(tmp_path / "gt.png", size=(512, 512), color=(0, 200, 0))
     tasks = tasks_file(tmp_path, {"A poster of the green team": gt, "A poster of the gold team": gt,
-                                  "A poster of the grey team": gt, "A poster of the lost team": tmp_path / "nowhere.png"})
+                                  "A poster of the grey team": gt, "A poster of the lost team": tmp_path / "nowhere.png",
+                                  "A poster of the crash team": gt})
     # green: three scored; gold: the generator answers 500 (after its retry) to one answer; grey: the judge is
-    # too slow for one judgement; lost: no ground truth on disk.
+    # too slow for one judgement; lost: no ground truth on disk; crash: the model itself fails.
     answers = {"green team": ["green one", "green two", "green three"],
                "gold team": ["gold one", "gold two", "boom"],
                "grey team": ["grey one", "grey two", "grey three"],
-               "lost team": ["lost one", "lost two", "lost three"]}
+               "lost team": ["lost one", "lost two", "lost three"], "crash team": ["never"] * 3}
     with ImageApis() as apis:
         generator = {"backend": "openai", "api_key": KEY, "api_base_url": apis.url + "/v1", "max_retries": 1}
         judge = GradedJudge([0.9, 0.5, 0.2], slow=("grey",))
         with trainer_for(tiny_checkpoint, tmp_path / "grpo", local_web, generator, judge, answers, tasks,
-                         num_generations=3, per_device_train_batch_size=3, gradient_accumulation_steps=4,
+                         num_generations=3, per_device_train_batch_size=3, gradient_accumulation_steps=5,
                          max_excluded_fraction=0.6) as (trainer, _):
             trainer.model.train()
-            output = trainer._generate_and_score_completions(batch_inputs(trainer, 4))
+            output = trainer._generate_and_score_completions(batch_inputs(trainer, 5))
             rewards = [outcome.reward for outcome in trainer._last_outcomes]
             before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
             trainer.args.max_steps = 1
@@ -224,7 +231,8 @@ def test_outages_are_excluded_from_the_loss_and_from_their_group_exactly(tiny_ch
     assert [r.status for r in rewards[:3]] == ["scored"] * 3
     assert sorted(str(r.reason) for r in rewards[3:6]) == ["None", "None", "generator_failed"]
     assert sorted(str(r.reason) for r in rewards[6:9]) == ["None", "None", "judge_failed"]
-    assert {r.reason for r in rewards[9:]} == {"missing_ground_truth"}
+    assert {r.reason for r in rewards[9:12]} == {"missing_ground_truth"}
+    assert {r.reason for r in rewards[12:]} == {"policy_backend"}
     excluded = [r.status == "excluded" for r in rewards]
     advantages = output["advantages"].tolist()
     live = (output["completion_mask"] * output["tool_mask"]).sum(-1).tolist()
@@ -445,3 +453,11 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _short_prompt(out: Path) -> Path:
+    from tests.train.conftest import SHORT_PROMPT
+
+    path = out.parent / "short-prompt.md"
+    path.write_text(SHORT_PROMPT)
+    return path

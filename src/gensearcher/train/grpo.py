@@ -44,7 +44,15 @@ from gensearcher.data.records import JudgedRow, Scores, Task
 from gensearcher.errors import GenSearcherError, UserError
 from gensearcher.train.config import GenGRPOConfig
 from gensearcher.train.reward import Rewarder, RewardRecord
-from gensearcher.train.rollout import RolloutEngine, RolloutPolicy, Sampling, load_images, training_sequence
+from gensearcher.train.rollout import (
+    RolloutEngine,
+    RolloutPolicy,
+    Sampling,
+    SequenceError,
+    TrainingSequence,
+    load_images,
+    training_sequence,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -149,7 +157,8 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
         self._images_of_batch: list[bool] = []
         self._last_outcomes: list[_Outcome] = []
         self.rollout_dir = Path(str(self.args.output_dir)) / "rollouts"
-        self.vision_start_id = _token_id(processing_class.tokenizer, "<|vision_start|>")
+        self.text_tokenizer = processing_class.tokenizer
+        self.vision_start_id = _token_id(self.text_tokenizer, "<|vision_start|>")
         self._phase_s = 0.0  # the rollout phase inside the current training_step
         self._window_s = 0.0  # forward and backward time of the current accumulation window
         self._refuse_unsafe_sharding()
@@ -213,12 +222,16 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
             engine = self.engine_factory(unwrapped, self.processing_class, self._sampling(), self.config.rollout_batch)
             outcomes, halt = self._loop.run(self._rollouts(engine, tasks, step))
         phase_s = self._phase_s = time.monotonic() - started
-        sequences = [training_sequence(o.trajectory, vision_start_id=self.vision_start_id) for o in outcomes]
+        sequences = [self._sequence(o) for o in outcomes]
         self._excluded = [o.reward.status == "excluded" for o in outcomes]
         self._last_outcomes = outcomes
         self._record_step(step, outcomes, sequences)  # also when halting: the records say what failed
-        if halt is not None:
-            raise TrainingHalted(halt)
+        # Every rank stops together, or the others would wait for it at the next collective.
+        import torch
+
+        halting = self.accelerator.gather(torch.tensor([halt is not None], device=self.accelerator.device))
+        if halt is not None or bool(halting.any()):
+            raise TrainingHalted(halt or f"step {step}: another rank stopped on an outage (see its log)")
         images = [load_images(s.images) or None for s in sequences]
         self._images_of_batch = [bool(i) for i in images]
         self._log_rollouts(outcomes, sequences, phase_s, engine)
@@ -227,6 +240,18 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
         extra = {"gensearcher_reward": [o.reward.reward for o in outcomes]}
         return ([s.prompt_ids for s in sequences], [s.completion_ids for s in sequences], [s.mask for s in sequences],
                 completions, None, extra, images if any(images) else None, [i or [] for i in images])
+
+    def _sequence(self, outcome: _Outcome) -> TrainingSequence:
+        """The rollout's token sequence; a rollout without one (the policy failed before its first turn)
+        is excluded and stands in the batch as one masked token."""
+        try:
+            return training_sequence(outcome.trajectory, vision_start_id=self.vision_start_id)
+        except SequenceError as exc:
+            if outcome.reward.status != "excluded":
+                outcome.reward = outcome.reward.model_copy(update={
+                    "status": "excluded", "reward": None, "reason": "no_sequence", "detail": str(exc)})
+            eos = self.text_tokenizer.eos_token_id
+            return TrainingSequence(prompt_ids=[eos], completion_ids=[eos], mask=[0], images=[])
 
     # -- rollouts ----------------------------------------------------------------------------------------------
 
@@ -286,7 +311,7 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
 
     # -- records and metrics -----------------------------------------------------------------------------------
 
-    def _record_step(self, step: int, outcomes: list[_Outcome], sequences: list[Any]) -> None:
+    def _record_step(self, step: int, outcomes: list[_Outcome], sequences: list[TrainingSequence]) -> None:
         folder = self.rollout_dir / f"step-{step:06d}"
         if self.accelerator.num_processes > 1:
             folder = folder / f"rank-{self.accelerator.process_index}"
@@ -318,7 +343,8 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
             with (self.rollout_dir.parent / "rewards.jsonl").open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(summary) + "\n")
 
-    def _log_rollouts(self, outcomes: list[_Outcome], sequences: list[Any], phase_s: float, engine: RolloutEngine) -> None:
+    def _log_rollouts(self, outcomes: list[_Outcome], sequences: list[TrainingSequence], phase_s: float,
+                      engine: RolloutEngine) -> None:
         metrics = self._metrics["train"]
         count = len(outcomes)
         calls = [sum(1 for s in o.trajectory.steps if s.tool_call is not None) for o in outcomes]

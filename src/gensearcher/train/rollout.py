@@ -16,6 +16,7 @@ training example. `RolloutEngine` owns the model: turns of concurrent rollouts a
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -136,20 +137,39 @@ class RolloutEngine:
         # Requests that arrive while a batch runs wait for the next one: batches form without a timer.
         while self._queue:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
-            started = time.monotonic()
             try:
-                outputs = await asyncio.to_thread(self._generate, batch)
-            except Exception as exc:  # noqa: BLE001 - every waiting rollout learns why
+                outputs = await self._timed(batch)
+            except Exception:  # noqa: BLE001 - one bad request must not fail its batch-mates: run each alone
+                if len(batch) == 1:
+                    self._fail(batch[0])
+                    continue
                 for request in batch:
-                    if not request.done.done():
-                        request.done.set_exception(PolicyError(f"generation failed: {type(exc).__name__}: {exc}"))
+                    try:
+                        self._finish(request, (await self._timed([request]))[0])
+                    except Exception:  # noqa: BLE001
+                        self._fail(request)
                 continue
-            finally:
-                self.calls += 1
-                self.busy_s += time.monotonic() - started
             for request, output in zip(batch, outputs, strict=True):
-                if not request.done.done():
-                    request.done.set_result(output)
+                self._finish(request, output)
+
+    async def _timed(self, batch: list[_Request]) -> list[list[int]]:
+        started = time.monotonic()
+        try:
+            return await asyncio.to_thread(self._generate, batch)
+        finally:
+            self.calls += 1
+            self.busy_s += time.monotonic() - started
+
+    @staticmethod
+    def _finish(request: _Request, output: list[int]) -> None:
+        if not request.done.done():
+            request.done.set_result(output)
+
+    @staticmethod
+    def _fail(request: _Request) -> None:
+        exc = sys.exc_info()[1]
+        if not request.done.done():
+            request.done.set_exception(PolicyError(f"generation failed: {type(exc).__name__}: {exc}"))
 
     def _generate(self, batch: list[_Request]) -> list[list[int]]:
         import torch
