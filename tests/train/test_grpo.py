@@ -181,6 +181,18 @@ def test_two_steps_on_graded_rewards_change_the_weights_and_write_what_happened(
         index.close()
     assert (opened[0].items, opened[0].generated, opened[0].judged) == (4, 4, 4)
     assert [step for step, _ in read_rewards(out)] == [1, 2] and "train" in opened[1].stages
+    # The step's web exports as the frozen web of a research run (every search and image it used).
+    from gensearcher.agent.batch import run_cache_keys
+    from gensearcher.web import WebCache
+
+    keys = run_cache_keys(step1)
+    cache = WebCache(out / "web-cache")
+    try:
+        exported, missing = cache.export(keys, tmp_path / "web.tar")
+    finally:
+        cache.close()
+    # (a key whose fetch failed, such as a broken image hit, is listed as used but has nothing to export)
+    assert keys and exported > len(missing) and exported + len(missing) == len(keys)
     lines = [json.loads(line) for line in (out / "rewards.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2] and all(line["excluded"] == 0 for line in lines)
     # Each rollout's six-way web searches share one fetch: the second step found them all cached.
