@@ -7,9 +7,11 @@ Each answers with a solid-colour PNG whose size follows the request, checks its 
 moderation error), "ratelimit" (one 429, then success), "boom" (500), "unavailable"
 (OpenAI: 503 every time, Retry-After 0), "blocked" (Gemini: 200 with no image),
 "notimage" (Gemini: an inline part that is not an image), "jpeg" (Gemini: a JPEG part). Ark answers with JPEG,
-as the real service does.
+as the real service does. `delay_s` makes every image answer take that long (a benchmark's stand-in for the
+vendor's generation time).
 """
 
+import asyncio
 import base64
 import hashlib
 import io
@@ -37,7 +39,8 @@ def _size(text: str | None, default: tuple[int, int] = (64, 64)) -> tuple[int, i
 
 
 class ImageApis:
-    def __init__(self) -> None:
+    def __init__(self, *, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
         self.requests: list[tuple[str, Any]] = []
         self._lock = threading.Lock()
         self._limited: set[str] = set()
@@ -71,6 +74,10 @@ class ImageApis:
             return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}},
                                 status_code=status, headers=headers)
 
+        async def pause() -> None:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+
         def openai_common(prompt: str, request: Request) -> Any:
             if request.headers.get("authorization") != f"Bearer {KEY}":
                 return openai_error(401, "Incorrect API key provided")
@@ -91,6 +98,7 @@ class ImageApis:
             failure = openai_common(body.get("prompt", ""), request)
             if failure is not None:
                 return failure
+            await pause()
             width, height = _size(body.get("size"))
             return {"created": 1, "data": [{"b64_json": _png(width, height)}]}
 
@@ -106,10 +114,12 @@ class ImageApis:
                 return failure
             if not images:
                 return openai_error(400, "image is required")
+            await pause()
             width, height = _size(fields.get("size"))
-            # Another prompt, another picture (as a real model draws): a judge never sees two answers as one.
-            shade = int(hashlib.sha256(fields.get("prompt", "").encode()).hexdigest()[:2], 16)
-            return {"created": 1, "data": [{"b64_json": _png(width, height, (200, 100, shade))}]}
+            # Another prompt, another picture (as a real model draws): a judge (and its cache) never sees two
+            # answers as one, even among the hundreds of rollouts of a training step.
+            digest = hashlib.sha256(fields.get("prompt", "").encode()).digest()
+            return {"created": 1, "data": [{"b64_json": _png(width, height, (digest[0], digest[1], digest[2]))}]}
 
         @app.post("/{version}/models/{model_action}")
         async def gemini(version: str, model_action: str, request: Request) -> Any:
@@ -127,6 +137,7 @@ class ImageApis:
             if self._rate_limited_once("gemini", prompt):
                 return JSONResponse({"error": {"code": 429, "message": "Resource exhausted", "status": "RESOURCE_EXHAUSTED"}},
                                     status_code=429)
+            await pause()
             if prompt == "blocked":
                 return {"candidates": [{"content": {"role": "model", "parts": []}, "finishReason": "IMAGE_SAFETY"}]}
             data, mime = _png(48, 64), "image/png"
@@ -158,6 +169,7 @@ class ImageApis:
             if len(images) > 14:
                 return JSONResponse({"error": {"code": "InvalidParameter", "message": "too many images", "param": "image",
                                                "type": "BadRequest"}}, status_code=400)
+            await pause()
             width, height = _size(body.get("size"), (96, 96))
             item = {"b64_json": _png(width, height, (10, 10, 250), kind="JPEG"), "size": f"{width}x{height}"}
             return {"model": body.get("model"), "created": 1, "data": [item],

@@ -19,7 +19,8 @@ SearXNG- and Jina-compatible endpoints that point at them.
 
 Queries select failures: "credits" (400 Not enough credits), "ratelimit" (429 once), "boom" (500),
 "unavailable" (503 with Retry-After: 0, always), "hang" (no answer until the server stops), "empty" (no
-results), "message" (200 with only a message). `hits` counts requests per path.
+results), "message" (200 with only a message). `hits` counts requests per path. `serper_delay_s` makes
+every Serper answer take that long (a benchmark's stand-in for the real API's latency).
 """
 
 import asyncio
@@ -69,8 +70,9 @@ def _article(title: str, text: str) -> str:
 class LocalWeb:
     """`with LocalWeb() as web: web.url + "/page/tour.html"`"""
 
-    def __init__(self, *, slow_s: float = 0.3, api_key: str = "test-key"):
+    def __init__(self, *, slow_s: float = 0.3, api_key: str = "test-key", serper_delay_s: float = 0.0):
         self.slow_s = slow_s
+        self.serper_delay_s = serper_delay_s
         self.api_key = api_key
         self.pages = dict(PAGES)  # a test may add its own pages before serving them
         self.searxng_json = True  # False mimics SearXNG's default settings (JSON disabled: 403)
@@ -245,6 +247,8 @@ class LocalWeb:
                 return JSONResponse({"message": "Unauthorized.", "statusCode": 403}, status_code=403)
             body = await request.json()
             query, num = body["q"], int(body.get("num", 10))
+            if self.serper_delay_s:
+                await asyncio.sleep(self.serper_delay_s)
             if query == "hang":  # the stop comes from the test's thread, so a threading.Event, waited off the loop
                 await asyncio.to_thread(self._stopping.wait)
             failure = self._failure(query, kind)
