@@ -42,3 +42,17 @@ def test_grpo_rollouts_runs_in_quick_mode():
     unique, repeated = report["results"][0], report["results"][1]
     assert unique["serper_requests"] == unique["tool_calls"]  # unique queries: every call reached the API
     assert repeated["serper_requests"] < repeated["tool_calls"]  # a group's identical searches were fetched once
+
+
+def test_gpu_grpo_runs_in_tiny_mode():
+    pytest.importorskip("trl")
+    report = run_benchmark("gpu_grpo.py", "--tiny")
+    assert report["benchmark"] == "gpu_grpo" and report["device"] == "cpu" and report["dtype"] == "float32"
+    assert [row["step"] for row in report["steps"]] == [1, 2]
+    for row in report["steps"]:
+        # Every rollout researched three rounds, was scored, and its reward went into an update.
+        assert row["excluded_fraction"] == 0 and row["reward_std"] > 0
+        assert sum(row["batch_sizes"]) == 8 * 3 and row["generate_calls"] == len(row["batch_sizes"])
+        assert 0 < row["policy_generate_s"] <= row["rollout_phase_s"] < row["step_s"]
+        assert row["update_s"] > 0 and row["sampled_tokens"] > 0 and row["sampled_tokens_per_s"] > 0
+    assert [r["rollouts"] for r in report["rewards"]] == [8, 8] and all(r["policy_failures"] == 0 for r in report["rewards"])
