@@ -42,7 +42,9 @@ bench: install
 	$(PY) benchmarks/viewer.py
 	$(PY) benchmarks/sft_throughput.py
 	$(PY) benchmarks/sft_import.py
-	@echo "benchmarks/gpu_generate.py and gpu_sft.py need a GPU: run them there (--tiny checks them on CPU)"
+	$(PY) benchmarks/grpo_rollouts.py
+	@echo "benchmarks/gpu_generate.py, gpu_sft.py and gpu_grpo.py need a GPU: run them there (--tiny checks them on CPU;"
+	@echo "  benchmarks/gpu_grpo.sh fetches the wheels a bare GPU machine lacks and runs it there)"
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,8 @@ image_search in round 1, a search in round 2, the answer citing IMG_001 in round
 per-turn cap (256 tokens), batching, the training sequence and the update are the real ones.
 
 Per step it reports the time split (the rollout phase `timing/generate_and_score_s`, of it the model's
-generate time `timing/policy_busy_s`, the slowest research and reward; update = step - rollout phase),
+generate time `timing/policy_busy_s`, the slowest research and reward; update = step - rollout phase, and
+the trainer's own `timing/update_s`),
 peak CUDA memory, and generated tokens/s. Sized to finish in about 8 minutes on one H100/H200.
 
     python benchmarks/gpu_grpo.py            # on cuda
@@ -242,6 +243,7 @@ def report(args: argparse.Namespace, cuda: bool, model: Any, frozen: int, build_
             "step": number, "step_s": round(clock["step_s"], 2), "rollout_phase_s": round(phase, 2),
             "policy_generate_s": round(busy, 2), "slowest_research_s": round(entry["timing/rollout_s"], 2),
             "slowest_reward_s": round(entry["timing/reward_s"], 2), "update_s": round(clock["step_s"] - phase, 2),
+            "forward_backward_s": round(entry["timing/update_s"], 2) if "timing/update_s" in entry else None,
             "generate_calls": engine.calls, "batch_sizes": engine.batch_sizes, "sampled_tokens": engine.sampled,
             "sampled_tokens_per_s": round(engine.sampled / busy, 1) if busy else None,
             "loss_tokens_mean": round(entry.get("tokens/generated", 0.0), 1),
@@ -256,7 +258,8 @@ def report(args: argparse.Namespace, cuda: bool, model: Any, frozen: int, build_
         "parameters_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
         "frozen_vision_b": round(frozen / 1e9, 3), "build_s": round(build_s, 1),
         "peak_cuda_gb": round(max(s["peak_gb"] for s in steps), 1) if cuda else None,
-        "update_formula": "update_s = step_s - rollout_phase_s (TRL's scoring, forward, backward, optimizer)",
+        "update_formula": "update_s = step_s - rollout_phase_s (TRL's scoring, forward, backward, optimizer); "
+                          "forward_backward_s: the trainer's timing/update_s (training_step minus the rollout phase)",
         "batching": "batch_sizes: the rollouts' turns in each generate call (turns that arrive while a call runs "
                     "wait for the next)",
         "steps": per_step, "rewards": rewards,
