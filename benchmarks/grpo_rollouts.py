@@ -11,8 +11,10 @@ stand-ins on 127.0.0.1 that take the issue's latencies:
     judge      500 ms a judgement (`ScriptedPolicyServer(latency_s=0.5)`, KnowGen JSON)
 
 The stand-in servers run in a child process, so this process's CPU time and memory are the orchestration's
-(the agent loops, token rendering, tools, cache, reward). The policy stand-in's own work (decoding the
-context to pick its scripted reply) is timed on its thread and taken out.
+(the agent loops, token rendering, tools, cache, reward). The policy stand-in's own work (recognising the
+rollout, encoding its scripted reply) is timed on its thread and taken out. On a machine with few, shared
+cores the phase is CPU-bound (about 0.1 s of orchestration CPU a rollout, most of it under the GIL), so the
+wall time there varies with the load; the CPU figure is the steadier one.
 
 Figures: the phase's wall time; the critical path, the longest rollout's chain computed from the recorded
 trajectories (its turns x 200 ms + its tool calls x 100 ms + 300 ms + 500 ms); their ratio (target <= 1.2);
