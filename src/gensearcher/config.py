@@ -224,7 +224,10 @@ class FetchConfig(_Section):
     max_bytes: int = Field(20_000_000, ge=1024, description="Byte cap of one response, enforced while streaming.")
     timeout_s: float = Field(30.0, gt=0, description="Total deadline of one fetch, redirects and retries included.")
     max_redirects: int = Field(5, ge=0, description="Redirects followed; each hop's address is checked again.")
-    per_host_concurrency: int = Field(4, ge=1, description="Requests in flight to one host.")
+    per_host_concurrency: int = Field(4, ge=1, description="Requests in flight to one host (pages and images).")
+    endpoint_concurrency: int = Field(
+        32, ge=1, description="Requests in flight to one configured API endpoint (search API, SearXNG, Jina): a "
+                              "service, not a website to be polite to; a GRPO step has dozens of rollouts searching.")
     max_retries: int = Field(2, ge=0, description="Retries on 429/5xx (honouring Retry-After) and connection errors.")
     user_agent: str = Field(
         "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",

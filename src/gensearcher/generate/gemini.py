@@ -8,6 +8,7 @@ part is checked like every other backend's answer and kept as PNG (a JPEG part i
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from typing import Any
@@ -46,8 +47,8 @@ class GeminiGenerator(ApiGenerator):
         answer = await self.api.post(f"{self.base}/models/{self.model}:generateContent",
                                      json_body={"contents": [{"role": "user", "parts": parts}], "generationConfig": generation})
         data = _image_part(answer)
-        return self.result(data, kept=kept, dropped=dropped, parameters={"model": self.model, **image_config},
-                           started=started)
+        return await asyncio.to_thread(self.result, data, kept=kept, dropped=dropped,
+                                       parameters={"model": self.model, **image_config}, started=started)
 
 
 def nearest_ratio(width: int, height: int) -> str:

@@ -9,6 +9,7 @@ set `generator.api_model` (e.g. gpt-image-1.5) to use a current model. The image
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -48,4 +49,6 @@ class OpenAIImagesGenerator(ApiGenerator):
             answer = await self.api.post(f"{self.base}/images/generations", json_body=fields)
         data = await self.api.image_from((answer.get("data") or [{}])[0])
         parameters = {key: value for key, value in fields.items() if key != "prompt"}
-        return self.result(data, kept=kept, dropped=dropped, parameters=parameters, started=started)
+        # Decoding and re-encoding a 1024 px picture is CPU work: off the loop other requests share.
+        return await asyncio.to_thread(self.result, data, kept=kept, dropped=dropped, parameters=parameters,
+                                       started=started)

@@ -7,6 +7,7 @@ the result holds it re-encoded as PNG and records `source_format: jpeg`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -32,4 +33,5 @@ class SeedreamGenerator(ApiGenerator):
         answer = await self.api.post(f"{self.base}/images/generations", json_body=body)
         data = await self.api.image_from((answer.get("data") or [{}])[0])
         parameters = {key: value for key, value in body.items() if key not in ("prompt", "image")}
-        return self.result(data, kept=kept, dropped=dropped, parameters=parameters, started=started)
+        return await asyncio.to_thread(self.result, data, kept=kept, dropped=dropped, parameters=parameters,
+                                       started=started)

@@ -25,7 +25,7 @@ from gensearcher.config import JudgeConfig, PolicyConfig
 from gensearcher.data.records import text_not_applicable
 from gensearcher.errors import GenSearcherError, PolicyError, UserError
 from gensearcher.images import prepare_for_policy
-from gensearcher.messages import Message
+from gensearcher.messages import ImageRef, Message
 from gensearcher.web import WebCache
 
 Kind = Literal["knowgen", "wise-legacy", "wise-verified", "text"]
@@ -141,6 +141,7 @@ class Judge:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.seconds = 0.0
+        self._prepared: dict[tuple[str, int, int], ImageRef] = {}
 
     def rubric(self, kind: Kind) -> str:
         return self.rubrics.get(kind) or default_rubric(kind)
@@ -167,8 +168,7 @@ class Judge:
         for path in images:
             if not path.is_file():
                 raise JudgeError(f"image not found: {path}")
-        refs = await asyncio.gather(*(asyncio.to_thread(prepare_for_policy, path, self.image_dir, self.config.image_pixels)
-                                      for path in images))
+        refs = await asyncio.gather(*(self._prepare(path) for path in images))
         system = self.rubric(kind)
         messages = [Message(role="system", text=system), Message(role="user", text=text, images=list(refs))]
         request = {"kind": kind, "model": self.config.model, "rubric": hashlib.sha256(system.encode()).hexdigest(),
@@ -205,6 +205,16 @@ class Judge:
         self.prompt_tokens += response.usage.prompt_tokens
         self.completion_tokens += response.usage.completion_tokens
         return response.text, False
+
+    async def _prepare(self, path: Path) -> ImageRef:
+        """The capped copy the judge is sent; a file judged again (a ground truth, once per rollout) is
+        prepared once, as long as it is unchanged."""
+        stat = await asyncio.to_thread(path.stat)
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        if key not in self._prepared:
+            self._prepared[key] = await asyncio.to_thread(prepare_for_policy, path, self.image_dir,
+                                                          self.config.image_pixels)
+        return self._prepared[key]
 
     def costs(self) -> dict[str, Any]:
         return {"calls": self.calls, "cache_hits": self.cache_hits, "prompt_tokens": self.prompt_tokens,

@@ -253,6 +253,7 @@ class Toolbox:
         self.timeout_s = timeout_s
         # Applied to every observation: error texts of remote parties may echo a configured secret.
         self._redact = redact or (lambda text: text)
+        self._schemas: str | None = None
 
     @property
     def specs(self) -> list[ToolSpec]:
@@ -260,7 +261,9 @@ class Toolbox:
 
     def schemas_json(self) -> str:
         """One JSON schema per line, the way the tool block of the system prompt lists them."""
-        return "\n".join(json.dumps(spec.json_schema(), ensure_ascii=False) for spec in self.specs)
+        if self._schemas is None:  # every agent built over this toolbox asks (a GRPO step builds dozens)
+            self._schemas = "\n".join(json.dumps(spec.json_schema(), ensure_ascii=False) for spec in self.specs)
+        return self._schemas
 
     async def call(self, name: str, arguments: Any) -> ToolCallOutcome:
         """Validate and run one call. Never raises: every failure comes back as `result.error`."""

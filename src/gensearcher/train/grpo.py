@@ -291,18 +291,22 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
         policy = RolloutPolicy(engine, max_completion_tokens=int(self.max_completion_length or 0))
         trajectory = await self.recipe.agent(policy, self._toolbox).run(task)
         scored = time.monotonic()
-        reward = await self._rewarder.score(task, trajectory, name=name)
+        reward = await self._rewarder.score(task, trajectory, name=self._image_name(name))
         return _Outcome(task, trajectory, reward, scored - started, time.monotonic() - scored)
 
     async def _retry(self, engine: RolloutEngine, outcome: _Outcome, name: str) -> _Outcome:
         if outcome.reward.reason in _RESCORE:
             started = time.monotonic()
-            reward = await self._rewarder.score(outcome.task, outcome.trajectory, name=name)
+            reward = await self._rewarder.score(outcome.task, outcome.trajectory, name=self._image_name(name))
             retried = _Outcome(outcome.task, outcome.trajectory, reward, outcome.rollout_s, time.monotonic() - started)
         else:
             retried = await self._one(engine, outcome.task, name)
         retried.attempts = outcome.attempts + 1
         return retried
+
+    def _image_name(self, name: str) -> str:
+        # Unique over the run: a later step's image must not replace the one an earlier step's record names.
+        return f"step-{self.state.global_step + 1:06d}-{name}"
 
     def _rollout_name(self, step: int, index: int, task: Task) -> str:
         group, rollout = divmod(index, self.group_size)

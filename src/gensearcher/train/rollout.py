@@ -106,10 +106,13 @@ class RolloutEngine:
         processor: its processor; every render and the training forward use the same one.
         sampling: temperature, top_p, per-turn cap.
         max_batch: most turns in one `generate` call (1: one at a time).
+        batch_window_s: how long the first turn of a batch waits for others to join it.
     """
 
-    def __init__(self, model: Any, processor: Any, sampling: Sampling, max_batch: int = 8):
+    def __init__(self, model: Any, processor: Any, sampling: Sampling, max_batch: int = 8, *,
+                 batch_window_s: float = 0.02):
         self.model = model
+        self.batch_window_s = batch_window_s
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.sampling = sampling
@@ -121,10 +124,19 @@ class RolloutEngine:
         self.suppress = [t for t in (_token(self.tokenizer, name) for name in
                                      ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"))
                          if t is not None]
+        self.first_prompts: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        self._anchor_head: list[int] | None = None
         self._queue: list[_Request] = []
         self._worker: asyncio.Task[None] | None = None
         self.calls = 0
         self.busy_s = 0.0
+
+    def anchor_head(self) -> list[int]:
+        """The ids of the anchor conversation up to its last end-of-turn (rendered once)."""
+        if self._anchor_head is None:
+            head = encode_messages(self.processor, _ANCHOR, add_generation_prompt=False)["input_ids"][0].tolist()
+            self._anchor_head = head[: max(i for i, token in enumerate(head) if token in self.eos_ids) + 1]
+        return self._anchor_head
 
     async def generate(self, ids: list[int], pixel_values: list[Any], grids: list[Any], max_new_tokens: int) -> list[int]:
         done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
@@ -134,7 +146,12 @@ class RolloutEngine:
         return await done
 
     async def _drain(self) -> None:
-        # Requests that arrive while a batch runs wait for the next one: batches form without a timer.
+        # Turns of rollouts that are rendering right now arrive within milliseconds: wait that long for them
+        # (a generate call costs far more), then take what has come. Requests that arrive while a batch runs
+        # wait for the next one.
+        deadline = time.monotonic() + self.batch_window_s
+        while len(self._queue) < self.max_batch and time.monotonic() < deadline:  # noqa: ASYNC110 - a window
+            await asyncio.sleep(self.batch_window_s / 10)
         while self._queue:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
             try:
@@ -271,21 +288,25 @@ class RolloutPolicy:
 
     def _render(self, messages: list[Message], *, anchor: bool) -> list[int]:
         """Token ids of `messages` (as a continuation when `anchor`), keeping their images' pixel inputs."""
-        processor = self.engine.processor
+        engine = self.engine
+        key = tuple((m.role, m.text) for m in messages) if not anchor and not any(m.images for m in messages) else None
+        if key is not None and key in engine.first_prompts:  # the other rollouts of the group start alike
+            return list(engine.first_prompts[key])
         if not anchor:
-            encoded = encode_messages(processor, messages, add_generation_prompt=True)
+            encoded = encode_messages(engine.processor, messages, add_generation_prompt=True)
             ids = encoded["input_ids"][0].tolist()
         else:
-            head = encode_messages(processor, _ANCHOR, add_generation_prompt=False)["input_ids"][0].tolist()
-            encoded = encode_messages(processor, [*_ANCHOR, *messages], add_generation_prompt=True)
+            head = engine.anchor_head()
+            encoded = encode_messages(engine.processor, [*_ANCHOR, *messages], add_generation_prompt=True)
             ids = encoded["input_ids"][0].tolist()
-            cut = max(i for i, token in enumerate(head) if token in self.engine.eos_ids) + 1
-            if ids[:cut] != head[:cut]:
+            if ids[: len(head)] != head:
                 raise PolicyError("the chat template does not render a conversation as a prefix of its continuation")
-            ids = ids[cut:]
+            ids = ids[len(head):]
         if "pixel_values" in encoded:
             self._pixels.append(encoded["pixel_values"])
             self._grids.append(encoded["image_grid_thw"])
+        if key is not None:
+            engine.first_prompts[key] = list(ids)
         return ids
 
     def _closing_token(self) -> int:

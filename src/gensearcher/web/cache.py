@@ -146,7 +146,9 @@ class WebCache:
         blob = hashlib.sha256(body).hexdigest()
         path = self._blob_path(blob)
         if not path.exists():
-            write_atomic(path, body)
+            # Renamed into place whole, never torn by a killed process; not fsynced (this runs on the event
+            # loop, once per fetch): after a power cut an entry is at worst fetched again.
+            write_atomic(path, body, fsync=False)
         self._db.execute(
             "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
             (key, namespace, json.dumps(request, ensure_ascii=False), json.dumps(meta, ensure_ascii=False), blob,

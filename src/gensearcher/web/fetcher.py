@@ -322,7 +322,8 @@ class Fetcher:
     async def _request_once(self, url: str, target: Target, method: str, json: Any, data: Any,
                             headers: dict[str, str], max_bytes: int) -> tuple[int, dict[str, str], bytes]:
         host = target.host
-        limit = self._host_limits.setdefault(host, asyncio.Semaphore(self.config.per_host_concurrency))
+        width = self.config.endpoint_concurrency if self.endpoints else self.config.per_host_concurrency
+        limit = self._host_limits.setdefault(host, asyncio.Semaphore(width))
         async with limit:
             self.requests_sent += 1
             try:
