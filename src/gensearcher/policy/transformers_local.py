@@ -103,12 +103,13 @@ class TransformersPolicy:
         )
 
 
-def chat_for_processor(messages: Sequence[Message]) -> list[dict[str, Any]]:
+def chat_for_processor(messages: Sequence[Message], *, specials: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Our messages as the processor's chat template takes them: per message its images, then its text.
 
     The one place that decides how a conversation reaches a local model. The in-process policy and the SFT
     collator (`gensearcher.train.collator`) both call it, so training sees the exact tokens and pixels the
-    agent shows at inference. Images are the stored, already capped files of the trajectory.
+    agent shows at inference. Images are the stored, already capped files of the trajectory; the texts
+    spell none of `specials` (the tokenizer's special tokens, see `neutralise_special_tokens`).
     """
     from PIL import Image
 
@@ -118,15 +119,28 @@ def chat_for_processor(messages: Sequence[Message]) -> list[dict[str, Any]]:
         for image in message.images:
             with Image.open(image.path) as opened:
                 content.append({"type": "image", "image": opened.convert("RGB")})
-        content.append({"type": "text", "text": message.text})
+        content.append({"type": "text", "text": neutralise_special_tokens(message.text, specials)})
         chat.append({"role": message.role, "content": content})
     return chat
 
 
+def neutralise_special_tokens(text: str, specials: Sequence[str]) -> str:
+    """`text` with every spelled-out special token (`<|image_pad|>`, `<|im_end|>`, ...) broken by a zero-width
+    space, so the tokenizer reads it as text. A page, a task or an echoed query that spells one would
+    otherwise become a real image or end-of-turn token: the processor refuses an image token without
+    pixels, and an end-of-turn would forge a turn boundary."""
+    for token in specials:
+        if token in text:
+            text = text.replace(token, token[0] + "\u200b" + token[1:])
+    return text
+
+
 def encode_messages(processor: Any, messages: Sequence[Message], *, add_generation_prompt: bool) -> Any:
     """Token ids, attention mask and pixel inputs (a `BatchFeature` of batch 1) for one conversation."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    specials = [t for t in getattr(tokenizer, "all_special_tokens", []) if len(t) > 1]
     return processor.apply_chat_template(
-        chat_for_processor(messages), add_generation_prompt=add_generation_prompt, tokenize=True,
+        chat_for_processor(messages, specials=specials), add_generation_prompt=add_generation_prompt, tokenize=True,
         return_dict=True, return_tensors="pt",
     )
 

@@ -287,7 +287,16 @@ class RolloutPolicy:
         )
 
     def _render(self, messages: list[Message], *, anchor: bool) -> list[int]:
-        """Token ids of `messages` (as a continuation when `anchor`), keeping their images' pixel inputs."""
+        """Token ids of `messages` (as a continuation when `anchor`), keeping their images' pixel inputs.
+        A render the processor refuses ends this rollout as a policy error, never its batch-mates."""
+        try:
+            return self._encode(messages, anchor=anchor)
+        except PolicyError:
+            raise
+        except Exception as exc:  # a processor error must not escape Agent.run
+            raise PolicyError(f"rendering the conversation failed: {type(exc).__name__}: {exc}") from exc
+
+    def _encode(self, messages: list[Message], *, anchor: bool) -> list[int]:
         engine = self.engine
         key = tuple((m.role, m.text) for m in messages) if not anchor and not any(m.images for m in messages) else None
         if key is not None and key in engine.first_prompts:  # the other rollouts of the group start alike
