@@ -12,7 +12,8 @@ Three overrides, each the smallest that does the job (the private names are pinn
 - `_generate`: the rollouts. TRL's tool loop would show the model other prompts than inference does.
 - `_generate_and_score_completions`: an excluded rollout (an outage, not the model's fault) gets a None
   reward, which TRL already keeps out of its group's mean and std; here its tokens also leave the loss.
-- `_compute_loss`: the loss types that divide by the number of rows count only the rows still in it.
+- `_compute_loss`: the loss types that divide by the number of rows count only the rows still in it
+  (one factor over the generation batch and all ranks, so the shuffle into micro-batches changes nothing).
 
 Every rollout is written per step under `OUT/rollouts/step-N/` as a research run the viewer opens
 (results.json, trajectories/, results_eval.json with the generated images and scores), and each step's
@@ -187,6 +188,12 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
         output["tool_mask"] = output["tool_mask"] * keep.unsqueeze(1)
         live = output["completion_mask"] * output["tool_mask"]
         output["num_items_in_batch"] = self.accelerator.gather(live.sum()).sum()
+        # Rows over kept rows of the whole generation batch on every rank, one factor for all: a per
+        # micro-batch factor would make each rollout's weight depend on where TRL's shuffle puts it.
+        rows = self.accelerator.gather(torch_tensor([True] * len(self._excluded), like=live).sum()).sum()
+        kept = self.accelerator.gather(keep.sum()).sum()
+        scale = (rows / kept.clamp(min=1)).to(output["advantages"].dtype)
+        output["row_scale"] = scale.expand(len(self._excluded)).clone()
         if any(self._images_of_batch) and "pixel_values" not in output:
             raise GenSearcherError("TRL dropped the batch's images (image tokens and pixels disagree)")
         return output
@@ -202,11 +209,9 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
         return loss
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Any:
-        if self.loss_type in _ROW_LOSSES:
-            live = (inputs["completion_mask"] * inputs["tool_mask"]).sum(-1) > 0
-            rows, kept = live.numel(), int(live.sum())
-            if 0 < kept < rows:  # the loss is linear in the advantages: rescaling counts only the rows kept
-                inputs = {**inputs, "advantages": inputs["advantages"] * (rows / kept)}
+        if self.loss_type in _ROW_LOSSES and "row_scale" in inputs:
+            # The loss is linear in the advantages: the scale makes it divide by the rows kept, not all rows.
+            inputs = {**inputs, "advantages": inputs["advantages"] * inputs["row_scale"]}
         return super()._compute_loss(model, inputs)
 
     def _generate(self, prompts: list[Any]) -> tuple[Any, ...]:
