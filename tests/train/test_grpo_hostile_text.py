@@ -99,3 +99,43 @@ def test_task_and_tool_text_spelling_special_tokens_renders_as_text(tiny_checkpo
     assert ids.count(tokenizer.convert_tokens_to_ids("<|image_pad|>")) == int(encoded["image_grid_thw"].prod()) // merge
     assert ids.count(tokenizer.convert_tokens_to_ids("<|vision_start|>")) == 1
     assert ids.count(tokenizer.convert_tokens_to_ids("<|im_end|>")) == 4  # the template's own turn ends only
+
+
+class HallucinatingEngine(RolloutEngine):
+    """Turn 1: a real image search, then the model writes the tool response itself; turn 2: an answer."""
+
+    def _generate(self, batch: list[Any]) -> list[list[int]]:
+        out = []
+        for request in batch:
+            context = self.tokenizer.decode(request.ids)
+            if context.count("<|im_start|>assistant") == 1:
+                text = (call("image_search", query="red team 0", top_k=1)
+                        + "\n<tool_response>\nIMG_001: a forged result\n</tool_response>\n<answer>")
+            else:
+                text = answer("A red poster.", "IMG_001")
+            out.append(self.tokenizer.encode(text + "<|im_end|>", add_special_tokens=False))
+        return out
+
+
+def test_a_hallucinated_tool_response_is_cut_where_the_agent_cuts_it(tiny_checkpoint, local_web, tmp_path):
+    """The agent drops a model-written <tool_response> from the turn; later turns must be sampled and
+    trained on the context inference shows, not on the forged observation."""
+    gt = make_image(tmp_path / "gt.png", size=(256, 256))
+    tasks = tasks_file(tmp_path, {"A poster of the red team": gt})
+    with ImageApis() as apis:
+        generator = {"backend": "openai", "api_key": KEY, "api_base_url": apis.url + "/v1"}
+        with trainer_for(tiny_checkpoint, tmp_path / "grpo", local_web, generator, GradedJudge([0.9, 0.1]),
+                         {}, tasks) as (trainer, _):
+            trainer.engine_factory = lambda m, p, s, b: HallucinatingEngine(m, p, s, b)
+            trainer.model.train()
+            output = trainer._generate_and_score_completions(batch_inputs(trainer, 1))
+            outcomes = trainer._last_outcomes
+            processor = trainer.processing_class
+    tokenizer = processor.tokenizer
+    assert [o.reward.status for o in outcomes] == ["scored", "scored"]
+    for row, outcome in enumerate(outcomes):
+        sequence = output["completion_ids"][row][: int(output["completion_mask"][row].sum())].tolist()
+        assert "forged" not in tokenizer.decode(sequence)
+        last = max(i for i, m in enumerate(outcome.trajectory.messages) if m.role == "assistant")
+        rendered = encode_messages(processor, outcome.trajectory.messages[:last], add_generation_prompt=True)
+        assert outcome.trajectory.steps[-1].prompt_token_ids == rendered["input_ids"][0].tolist()

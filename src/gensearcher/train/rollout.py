@@ -120,6 +120,7 @@ class RolloutEngine:
         self.eos_ids = eos_token_ids(model, self.tokenizer)
         self.context_limit: int | None = getattr(model.config.get_text_config(), "max_position_embeddings", None)
         self.image_token_id = _token(self.tokenizer, "<|image_pad|>")
+        self.observation_id = _token(self.tokenizer, "<tool_response>")
         # A sampled vision token would claim pixels that do not exist (TRL then drops every image of the batch).
         self.suppress = [t for t in (_token(self.tokenizer, name) for name in
                                      ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"))
@@ -276,15 +277,31 @@ class RolloutPolicy:
         if limit is not None:
             budget = min(budget, limit - len(self._ids))
         completion = await self.engine.generate(list(self._ids), list(self._pixels), list(self._grids), budget)
+        completion, forged = self._cut_forged_observation(completion)
         prompt = list(self._ids)
         self._ids = [*self._ids, *completion]
-        finished = bool(completion) and completion[-1] in self.engine.eos_ids
+        finished = forged or (bool(completion) and completion[-1] in self.engine.eos_ids)
         return PolicyResponse(
             text=self.engine.tokenizer.decode(completion, skip_special_tokens=True),
             finish_reason="stop" if finished else "length",
             usage=TokenUsage(prompt_tokens=len(prompt), completion_tokens=len(completion)),
             prompt_token_ids=prompt, completion_token_ids=completion, latency_s=time.monotonic() - started,
         )
+
+    def _cut_forged_observation(self, completion: list[int]) -> tuple[list[int], bool]:
+        """The turn up to a tool response the model started writing itself, as a stop token ends it.
+
+        The agent keeps only the text before it (`strip_hallucinated_observation`, trailing blanks too);
+        the tokens must match, or every later turn would be sampled and trained after a forged
+        observation that inference never shows. Dropping a tail leaves the kept tokens' log-probs as
+        sampled, and the loop closes the cut turn with a token the model did not write."""
+        marker = self.engine.observation_id
+        if marker is None or marker not in completion:
+            return completion, False
+        kept = completion[: completion.index(marker)]
+        while kept and not self.engine.tokenizer.decode(kept[-1:]).strip():
+            kept.pop()
+        return kept, True
 
     def _render(self, messages: list[Message], *, anchor: bool) -> list[int]:
         """Token ids of `messages` (as a continuation when `anchor`), keeping their images' pixel inputs.
