@@ -139,3 +139,10 @@ def test_a_hallucinated_tool_response_is_cut_where_the_agent_cuts_it(tiny_checkp
         last = max(i for i, m in enumerate(outcome.trajectory.messages) if m.role == "assistant")
         rendered = encode_messages(processor, outcome.trajectory.messages[:last], add_generation_prompt=True)
         assert outcome.trajectory.steps[-1].prompt_token_ids == rendered["input_ids"][0].tolist()
+    # No configured secret reached anything the step wrote (records, trajectories, caches, images).
+    from tests.train.test_grpo import JUDGE_KEY
+
+    secrets = [JUDGE_KEY.encode(), KEY.encode(), b"test-key"]
+    written = [path for path in (tmp_path / "grpo").rglob("*") if path.is_file()]
+    assert any(path.name == "results.json" for path in written)
+    assert [path for path in written if any(secret in path.read_bytes() for secret in secrets)] == []
