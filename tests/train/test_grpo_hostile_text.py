@@ -146,3 +146,32 @@ def test_a_hallucinated_tool_response_is_cut_where_the_agent_cuts_it(tiny_checkp
     written = [path for path in (tmp_path / "grpo").rglob("*") if path.is_file()]
     assert any(path.name == "results.json" for path in written)
     assert [path for path in written if any(secret in path.read_bytes() for secret in secrets)] == []
+
+
+async def test_a_turn_ended_by_another_end_token_continues_as_inference_renders_it(tiny_checkpoint):
+    """Qwen3-VL's generation config stops on <|endoftext|> too; the next turn's context must still be the
+    conversation as inference renders it (the turn closed by <|im_end|>)."""
+    from transformers import AutoModelForImageTextToText
+
+    from gensearcher.policy.transformers_local import load_processor
+    from gensearcher.train.rollout import RolloutPolicy, Sampling
+
+    model = AutoModelForImageTextToText.from_pretrained(str(tiny_checkpoint), dtype=torch.float32).eval()
+    processor = load_processor(str(tiny_checkpoint))
+    tokenizer = processor.tokenizer
+    end_of_text = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"), end_of_text]
+
+    class EndOfText(RolloutEngine):
+        def _generate(self, batch: list[Any]) -> list[list[int]]:
+            return [[*tokenizer.encode("a first look", add_special_tokens=False), end_of_text] for _ in batch]
+
+    policy = RolloutPolicy(EndOfText(model, processor, Sampling()), max_completion_tokens=4000)
+    messages = [Message(role="system", text="sys"), Message(role="user", text="A poster of the red team")]
+    first = await policy.complete(messages, max_tokens=8)
+    messages += [Message(role="assistant", text=first.text), Message(role="user", text="an observation")]
+    second = await policy.complete(messages, max_tokens=8)
+    assert first.finish_reason == "stop" and first.text == "a first look"
+    rendered = encode_messages(processor, messages, add_generation_prompt=True)["input_ids"][0].tolist()
+    assert second.prompt_token_ids == rendered
+    assert end_of_text not in (first.completion_token_ids or [])  # the loop's closing token replaces it

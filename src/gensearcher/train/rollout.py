@@ -263,7 +263,7 @@ class RolloutPolicy:
             if len(messages) <= self._seen or messages[self._seen].role != "assistant":
                 raise PolicyError("the conversation does not continue the rollout's last turn")
             suffix = await asyncio.to_thread(self._render, list(messages[self._seen + 1:]), anchor=True)
-            if self._ids[-1] not in self.engine.eos_ids:  # the last reply was cut at the cap: close its turn
+            if self._ids[-1] != self._closing_token():  # the last reply was cut (cap, stop): close its turn
                 suffix = [self._closing_token(), *suffix]
             self._ids = [*self._ids, *suffix]
         self._seen = len(messages)  # where the agent appends the reply
@@ -278,9 +278,13 @@ class RolloutPolicy:
             budget = min(budget, limit - len(self._ids))
         completion = await self.engine.generate(list(self._ids), list(self._pixels), list(self._grids), budget)
         completion, forged = self._cut_forged_observation(completion)
+        finished = forged or (bool(completion) and completion[-1] in self.engine.eos_ids)
+        if completion and completion[-1] in self.engine.eos_ids and completion[-1] != self._closing_token():
+            # Another end token (Qwen3-VL also stops on <|endoftext|>): inference re-renders the turn closed
+            # by <|im_end|>, so the loop closes it the same way, with a token the model did not write.
+            completion = completion[:-1]
         prompt = list(self._ids)
         self._ids = [*self._ids, *completion]
-        finished = forged or (bool(completion) and completion[-1] in self.engine.eos_ids)
         return PolicyResponse(
             text=self.engine.tokenizer.decode(completion, skip_special_tokens=True),
             finish_reason="stop" if finished else "length",
