@@ -136,7 +136,9 @@ def test_a_non_positive_concurrency_is_a_one_line_error_not_a_hang(tmp_path, arg
 
 def test_grpo_refuses_bad_input_in_one_line_before_loading_anything(tmp_path):
     missing = gensearcher("train", "grpo", "--model", "ckpt/sft", "--data", "nowhere", "--out", "o", cwd=tmp_path)
-    assert missing.returncode == 2 and missing.stderr.strip().startswith("error: nowhere: no RL prompts")
+    errors = [line for line in missing.stderr.splitlines() if line.startswith("error:")]
+    assert missing.returncode == 2 and len(errors) == 1 and errors[0].startswith("error: nowhere: no RL prompts"), \
+        missing.stderr
     (tmp_path / "grpo.yaml").write_text("num_rollouts: 6\n")
     unknown = gensearcher("train", "grpo", "--model", "m", "--data", "d", "--out", "o", "--config", "grpo.yaml",
                           cwd=tmp_path)

@@ -416,7 +416,7 @@ def test_the_command_trains_is_killed_and_resumes_from_its_checkpoint(tiny_check
     assert report["steps"] == 3 and record["resumed_from"].endswith(("checkpoint-1", "checkpoint-2"))
     assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "chat_template.jinja").is_file()
     steps = [json.loads(line)["step"] for line in (tmp_path / "out" / "rewards.jsonl").read_text().splitlines()]
-    assert steps[0] == 1 and steps[-1] == 3 and set(steps) == {1, 2, 3}
+    assert steps == [1, 2, 3]  # a step trained again after the kill replaces its line
     assert list((tmp_path / "out" / "runs").rglob("events.out.tfevents.*"))  # TensorBoard got the metrics
     for step in (1, 2, 3):
         rows = read_records(tmp_path / "out" / "rollouts" / f"step-{step:06d}" / "results.json", ResearchRow)

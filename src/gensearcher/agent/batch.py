@@ -193,7 +193,7 @@ class BatchRunner:
             trajectory = await self.agent.run(task, resume=resume, checkpoint=checkpoint)
         except Exception as exc:  # a bug must cost one item, not the batch
             logger.exception("task %r crashed", task.id)
-            return result_row(_crashed(task, exc), None)
+            return result_row(crashed_trajectory(task, exc), None)
         # No fsync per item: the rename survives a killed process, and at 100,000 items the flushes would
         # cost more than the research bookkeeping itself; results.json is flushed at the end.
         await asyncio.to_thread(save_trajectory, trajectory, path, fsync=False)
@@ -217,6 +217,7 @@ class BatchRunner:
         return trajectory
 
 
-def _crashed(task: Task, exc: Exception) -> Trajectory:
+def crashed_trajectory(task: Task, exc: Exception) -> Trajectory:
+    """The record of a research that raised (a bug): termination 'error', nothing else lost."""
     return Trajectory(task=task, messages=[], termination="error", error=f"internal error: {type(exc).__name__}: {exc}",
                       started_at=_dt.datetime.now(_dt.UTC).isoformat())

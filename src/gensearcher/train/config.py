@@ -137,6 +137,8 @@ class GenGRPOConfig(GRPOConfig):
     logging_steps: float = field(default=1, metadata={"help": "Log every N optimizer steps."})
     report_to: Any = field(default="tensorboard", metadata={
         "help": "Experiment trackers: tensorboard (default), trackio, wandb, or none."})
+    ddp_timeout: int = field(default=10_800, metadata={
+        "help": "Seconds a rank waits for the others (a step's rollouts, outage pauses included, can take long)."})
 
     def __post_init__(self) -> None:
         if self.bf16 is None:

@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field
 from trl import GRPOTrainer
 
 from gensearcher._files import write_atomic
-from gensearcher.agent.batch import item_filename, result_row
+from gensearcher.agent.batch import crashed_trajectory, item_filename, result_row
 from gensearcher.agent.factory import AgentRecipe
 from gensearcher.agent.trajectory import Trajectory, save_trajectory
 from gensearcher.config import Settings
@@ -294,15 +294,27 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
     async def _one(self, engine: RolloutEngine, task: Task, name: str) -> _Outcome:
         started = time.monotonic()
         policy = RolloutPolicy(engine, max_completion_tokens=int(self.max_completion_length or 0))
-        trajectory = await self.recipe.agent(policy, self._toolbox).run(task)
+        try:
+            trajectory = await self.recipe.agent(policy, self._toolbox).run(task)
+        except Exception as exc:  # a bug must cost this rollout, not the step: excluded (policy_backend)
+            logger.exception("rollout %s crashed", name)
+            trajectory = crashed_trajectory(task, exc)
         scored = time.monotonic()
-        reward = await self._rewarder.score(task, trajectory, name=self._image_name(name))
-        return _Outcome(task, trajectory, reward, scored - started, time.monotonic() - scored)
+        return _Outcome(task, trajectory, await self._score(task, trajectory, name), scored - started,
+                        time.monotonic() - scored)
+
+    async def _score(self, task: Task, trajectory: Trajectory, name: str) -> RewardRecord:
+        try:
+            return await self._rewarder.score(task, trajectory, name=self._image_name(name))
+        except Exception as exc:  # e.g. a full disk saving the image: excluded, and retried like the generator
+            logger.exception("scoring %s crashed", name)
+            return RewardRecord(status="excluded", reward=None, reason="generator_failed", text_coef=0.0,
+                                detail=f"scoring failed: {type(exc).__name__}")
 
     async def _retry(self, engine: RolloutEngine, outcome: _Outcome, name: str) -> _Outcome:
         if outcome.reward.reason in _RESCORE:
             started = time.monotonic()
-            reward = await self._rewarder.score(outcome.task, outcome.trajectory, name=self._image_name(name))
+            reward = await self._score(outcome.task, outcome.trajectory, name)
             retried = _Outcome(outcome.task, outcome.trajectory, reward, outcome.rollout_s, time.monotonic() - started)
         else:
             retried = await self._one(engine, outcome.task, name)
@@ -349,8 +361,7 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
             summary = {"step": step, "reward": sum(values) / len(values) if values else None,
                        "rollouts": len(outcomes), "excluded": sum(self._excluded),
                        "policy_failures": sum(o.reward.status == "policy_failure" for o in outcomes)}
-            with (self.rollout_dir.parent / "rewards.jsonl").open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(summary) + "\n")
+            append_step_line(self.rollout_dir.parent / "rewards.jsonl", summary)
 
     def _log_rollouts(self, outcomes: list[_Outcome], sequences: list[TrainingSequence], phase_s: float,
                       engine: RolloutEngine) -> None:
@@ -380,6 +391,26 @@ def _judged_row(name: str, outcome: _Outcome) -> dict[str, Any]:
                     output_path=reward.generated_image, used_prompt=reward.gen_prompt,
                     used_images=reward.reference_images, success=True, scores=scores)
     return row.to_json()
+
+
+def append_step_line(path: Path, summary: dict[str, Any]) -> None:
+    """Append a step's line; lines of this step or later (a run killed and resumed from an earlier
+    checkpoint) are dropped first, so every step appears once, as last trained."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    kept = [line for line in lines if _step_of(line) < summary["step"]]
+    if len(kept) == len(lines):
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(summary) + "\n")
+        return
+    write_atomic(path, "".join(line + "\n" for line in [*kept, json.dumps(summary)]).encode("utf-8"), fsync=False)
+
+
+def _step_of(line: str) -> int:
+    try:
+        step = json.loads(line).get("step")
+    except (ValueError, AttributeError):
+        return -1
+    return step if isinstance(step, int) else -1
 
 
 def torch_tensor(values: list[bool], *, like: Any) -> Any:
