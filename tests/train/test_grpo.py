@@ -372,6 +372,29 @@ def _toml(sections: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+CLI_RECIPE = ("num_generations: 2\nper_device_train_batch_size: 2\ngradient_accumulation_steps: 1\n"
+              "max_completion_length: 400\nmax_turn_tokens: 12\nlearning_rate: 0.001\ngradient_checkpointing: false\n"
+              "logging_steps: 1\nbf16: false\ndisable_tqdm: true\n")
+
+
+@contextlib.contextmanager
+def command_rig(tmp_path: Path, web: Any, prompts: int, recipe: str, max_llm_calls: int):
+    """For `gensearcher train grpo` in a subprocess: rl.jsonl, grpo.yaml and settings.toml in `tmp_path`
+    (the local web, the OpenAI Images stand-in, a scripted judge), and the environment to run it with."""
+    import os
+
+    gt = make_image(tmp_path / "gt.png", size=(256, 256))
+    tasks_file(tmp_path, {f"A poster of team {i}": gt for i in range(prompts)})
+    (tmp_path / "grpo.yaml").write_text(CLI_RECIPE + recipe)
+    with ImageApis() as apis, ScriptedPolicyServer(GradedJudge([0.5]), model="judge", api_key=JUDGE_KEY) as judge:
+        settings = web_settings(web, agent={"date": DATE, "max_llm_calls": max_llm_calls})
+        settings.update(generator={"backend": "openai", "api_key": KEY, "api_base_url": apis.url + "/v1"},
+                        judge={"base_url": judge.base_url, "model": "judge", "api_key": JUDGE_KEY})
+        (tmp_path / "settings.toml").write_text(_toml(settings))
+        yield {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+               "OMP_NUM_THREADS": "1"}
+
+
 def test_the_command_trains_is_killed_and_resumes_from_its_checkpoint(tiny_checkpoint, local_web, tmp_path):
     """`gensearcher train grpo` with the tiny model sampling for itself: kill -9 after the first checkpoint,
     then --resume finishes the run from it."""
@@ -383,21 +406,9 @@ def test_the_command_trains_is_killed_and_resumes_from_its_checkpoint(tiny_check
 
     from tests.train.test_closed_loop import gensearcher
 
-    gt = make_image(tmp_path / "gt.png", size=(256, 256))
-    tasks_file(tmp_path, {"A poster of the red team": gt, "A poster of the blue team": gt})
-    (tmp_path / "grpo.yaml").write_text(
-        "num_generations: 2\nper_device_train_batch_size: 2\ngradient_accumulation_steps: 1\nmax_completion_length: 400\n"
-        "max_turn_tokens: 12\nreport_to: tensorboard\nlearning_rate: 0.001\ngradient_checkpointing: false\n"
-        "save_steps: 1\nlogging_steps: 1\nbf16: false\ndisable_tqdm: true\n")
-    with ImageApis() as apis, ScriptedPolicyServer(GradedJudge([0.5]), model="judge", api_key=JUDGE_KEY) as judge:
-        settings = web_settings(local_web, agent={"date": DATE, "max_llm_calls": 1})
-        settings.update(generator={"backend": "openai", "api_key": KEY, "api_base_url": apis.url + "/v1"},
-                        judge={"base_url": judge.base_url, "model": "judge", "api_key": JUDGE_KEY})
-        (tmp_path / "settings.toml").write_text(_toml(settings))
+    with command_rig(tmp_path, local_web, 2, "report_to: tensorboard\nsave_steps: 1\n", 1) as env:
         args = ["train", "grpo", "--model", str(tiny_checkpoint), "--data", "rl.jsonl", "--out", "out",
                 "--config", "grpo.yaml", "--settings", "settings.toml", "--max-steps", "3"]
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
-               "OMP_NUM_THREADS": "1"}
         first = subprocess.Popen([sys.executable, "-m", "gensearcher", *args], cwd=tmp_path, env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 300
@@ -424,27 +435,14 @@ def test_the_command_trains_is_killed_and_resumes_from_its_checkpoint(tiny_check
                                       for row in rows)
 
 
-def test_two_processes_train_together_although_their_rollouts_take_different_turns(tiny_checkpoint, local_web, tmp_path):
+def test_two_processes_train_together(tiny_checkpoint, local_web, tmp_path):
     """Two ranks under torchrun (DDP over gloo on CPU): each rank runs its own rollouts with the shared
     weights (generation is never a collective), rewards are gathered, and both ranks take the same two steps."""
-    import os
     import subprocess
     import sys
 
-    gt = make_image(tmp_path / "gt.png", size=(256, 256))
-    tasks_file(tmp_path, {f"A poster of team {i}": gt for i in range(4)})
-    (tmp_path / "grpo.yaml").write_text(
-        "num_generations: 2\nper_device_train_batch_size: 2\ngradient_accumulation_steps: 1\nmax_completion_length: 400\n"
-        "max_turn_tokens: 12\nreport_to: none\nlearning_rate: 0.001\ngradient_checkpointing: false\n"
-        "save_strategy: 'no'\nlogging_steps: 1\nbf16: false\ndisable_tqdm: true\nmax_steps: 2\n"
-        "use_cpu: true\nddp_backend: gloo\n")
-    with ImageApis() as apis, ScriptedPolicyServer(GradedJudge([0.5]), model="judge", api_key=JUDGE_KEY) as judge:
-        settings = web_settings(local_web, agent={"date": DATE, "max_llm_calls": 3})
-        settings.update(generator={"backend": "openai", "api_key": KEY, "api_base_url": apis.url + "/v1"},
-                        judge={"base_url": judge.base_url, "model": "judge", "api_key": JUDGE_KEY})
-        (tmp_path / "settings.toml").write_text(_toml(settings))
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
-               "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    recipe = "report_to: none\nsave_strategy: 'no'\nmax_steps: 2\nuse_cpu: true\nddp_backend: gloo\n"
+    with command_rig(tmp_path, local_web, 4, recipe, 3) as env:
         run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                               "--master_port", str(_free_port()), "-m", "gensearcher", "train", "grpo",
                               "--model", str(tiny_checkpoint), "--data", "rl.jsonl", "--out", "out",
