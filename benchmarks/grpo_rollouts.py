@@ -21,7 +21,8 @@ trajectories (its turns x 200 ms + its tool calls x 100 ms + 300 ms + 500 ms); t
 the time TRL's own loop would take, which generates turns in batches but runs tools sample after sample
 (formula in the output). Variants: every rollout's queries unique (the cache cannot hide the tool latency),
 repeated queries (the six rollouts of a prompt search the same things: one fetch each, shared), and the
-unique variant again with the shipped concurrency limits (fetch.per_host_concurrency 4, judge.concurrency 32)
+unique variant again with the shipped concurrency limits (fetch.endpoint_concurrency 32 for the search API,
+fetch.per_host_concurrency 4 for pages and images, judge.concurrency 32)
 instead of limits sized for a 48-rollout step.
 
     python benchmarks/grpo_rollouts.py            # 8 prompts x 6 rollouts x up to 9 rounds
@@ -53,8 +54,8 @@ JUDGE_KEY = "sk-bench-judge-0123456789"
 KNOWGEN = json.dumps({"rationale": "As asked.", "faithfulness": 0.8, "visual_correctness": 0.6, "text_accuracy": 1,
                       "text_accuracy_na": False, "aesthetics": 0.5})
 PROMPT = re.compile(r"\(prompt g(\d+)\)")
-# Limits for a step of 48 rollouts at once; the shipped defaults serialise part of it (the third variant).
-RAISED = {"fetch": {"per_host_concurrency": 64}, "judge": {"concurrency": 64}}
+# Limits for a step of 48 rollouts at once (the shipped defaults are the third variant).
+RAISED = {"fetch": {"per_host_concurrency": 64, "endpoint_concurrency": 64}, "judge": {"concurrency": 64}}
 
 
 def log(message: str) -> None:
@@ -368,7 +369,7 @@ def main() -> dict[str, Any]:
     return {
         "benchmark": "grpo_rollouts", "prompts": prompts, "rollouts_per_prompt": group, "rounds": f"{low}..{high}",
         "latencies_s": {"policy_turn": TURN_S, "tool_call": TOOL_S, "generation": GENERATE_S, "judgement": JUDGE_S},
-        "limits": {"raised": RAISED, "shipped": "fetch.per_host_concurrency 4, judge.concurrency 32"},
+        "limits": {"raised": RAISED, "shipped": "fetch.endpoint_concurrency 32, fetch.per_host_concurrency 4, judge.concurrency 32"},
         "wall_s": headline["wall_s"], "critical_path_s": headline["critical_path_s"], "ratio": headline["ratio"],
         "serial_tools_s": headline["serial_tools_s"],
         "serial_tools_formula": "max rounds x turn + (all tool calls of the batch) x tool + generation + judgement "
