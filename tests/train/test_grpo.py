@@ -98,7 +98,7 @@ def trainer_for(tiny_checkpoint: Path, out: Path, web: Any, generator: dict[str,
 
     from gensearcher.agent.factory import AgentRecipe
     from gensearcher.train.grpo import rl_tasks
-    from gensearcher.train.sft import freeze_vision, load_for_training
+    from gensearcher.train.sft import freeze_vision, load_for_training, lora_config
 
     with ScriptedPolicyServer(judge_script, model="judge", api_key=JUDGE_KEY) as judge:
         config = grpo_config(out, **fields)
@@ -107,12 +107,14 @@ def trainer_for(tiny_checkpoint: Path, out: Path, web: Any, generator: dict[str,
             judge={"base_url": judge.base_url, "model": "judge", "api_key": JUDGE_KEY, "max_retries": 0,
                    "deadline_s": 3, "request_timeout_s": 2})), config)
         model, processor = load_for_training(str(tiny_checkpoint), config)
-        freeze_vision(model)
+        if not config.lora:
+            freeze_vision(model)
         rows = [{"prompt": [{"role": "user", "content": t.prompt}], "task": t.model_dump_json()} for t in rl_tasks(tasks)]
         trainer = GenSearcherGRPOTrainer(
             model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=processor,
             settings=settings, recipe=AgentRecipe.from_settings(settings, out, system_prompt_file=_short_prompt(out)),
-            services=lambda: reward_services(settings, out), engine_factory=engine_for(answers))
+            services=lambda: reward_services(settings, out), engine_factory=engine_for(answers),
+            peft_config=lora_config(config))
         try:
             yield trainer, judge
         finally:
@@ -471,3 +473,28 @@ def _short_prompt(out: Path) -> Path:
     path = out.parent / "short-prompt.md"
     path.write_text(SHORT_PROMPT)
     return path
+
+
+def test_a_lora_run_trains_only_the_adapter_and_saves_it_merged_and_alone(tiny_checkpoint, local_web, tmp_path):
+    from gensearcher.train.sft import save_checkpoint
+
+    gt = make_image(tmp_path / "gt.png", size=(256, 256))
+    tasks = tasks_file(tmp_path, {"A poster of the red team": gt})
+    out = tmp_path / "grpo"
+    with ImageApis() as apis:
+        generator = {"backend": "openai", "api_key": KEY, "api_base_url": apis.url + "/v1"}
+        with trainer_for(tiny_checkpoint, out, local_web, generator, GradedJudge([0.9, 0.2]),
+                         {"red team": ["A red poster.", "A dark red poster."]}, tasks, lora=True, lora_r=4,
+                         max_steps=1, gradient_accumulation_steps=1) as (trainer, _):
+            named = dict(trainer.model.named_parameters())
+            before = {n: p.detach().clone() for n, p in named.items()}
+            trainer.train()
+            moved = {n for n, p in named.items() if not torch.equal(before[n], p)}
+            save_checkpoint(trainer, trainer.processing_class, out, lora=True)
+            steps = [entry for entry in trainer.state.log_history if "reward" in entry]
+    assert steps and steps[0]["reward_std"] > 0 and moved and all("lora_" in n for n in moved)
+    assert (out / "adapter" / "adapter_config.json").is_file() and (out / "model.safetensors").is_file()
+    from transformers import AutoModelForImageTextToText
+
+    merged = AutoModelForImageTextToText.from_pretrained(str(out))  # a plain checkpoint again
+    assert not any("lora_" in n for n, _ in merged.named_parameters())

@@ -29,15 +29,11 @@ LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_p
 
 
 @dataclass
-class GenSFTConfig(SFTConfig):
-    """`SFTConfig` with the reference recipe's defaults and gensearcher's fields (see the module text)."""
+class _ModelFields:
+    """How the policy is loaded and which of its weights learn: the same for SFT and GRPO."""
 
-    # --- ours ------------------------------------------------------------------------------------------------
     freeze_vision: bool = field(default=True, metadata={
         "help": "Freeze the vision tower and its projector (the reference recipe); only the language model learns."})
-    max_pixels: int = field(default=160_000, metadata={
-        "help": "Pixel cap of the training images; must equal the agent's policy.max_pixels. Rows with a larger "
-                "image are refused, since the agent never shows such an image."})
     model_dtype: str = field(default="float32", metadata={
         "help": "dtype the weights are loaded in: float32 (master weights; bf16 autocast does the compute) or "
                 "bfloat16 (half the weight memory; pair it with DeepSpeed/FSDP, which keep fp32 master copies)."})
@@ -47,6 +43,16 @@ class GenSFTConfig(SFTConfig):
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path."})
     lora_target_modules: str = field(default=LORA_TARGETS, metadata={
         "help": "Regex of the modules LoRA adapts (default: the language model's attention and MLP projections)."})
+
+
+@dataclass
+class GenSFTConfig(SFTConfig, _ModelFields):
+    """`SFTConfig` with the reference recipe's defaults and gensearcher's fields (see the module text)."""
+
+    # --- ours (and _ModelFields) ---------------------------------------------------------------------------
+    max_pixels: int = field(default=160_000, metadata={
+        "help": "Pixel cap of the training images; must equal the agent's policy.max_pixels. Rows with a larger "
+                "image are refused, since the agent never shows such an image."})
 
     # --- the reference recipe as defaults ----------------------------------------------------------------
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate (AdamW)."})
@@ -89,7 +95,7 @@ def _has_accelerator() -> bool:
 
 
 @dataclass
-class GenGRPOConfig(GRPOConfig):
+class GenGRPOConfig(GRPOConfig, _ModelFields):
     """`GRPOConfig` with the reference RL recipe as defaults, plus gensearcher's fields.
 
     The recipe: 8 prompts x 6 rollouts per optimizer step (per-device batch 6 x 8 accumulation steps on
@@ -98,11 +104,7 @@ class GenGRPOConfig(GRPOConfig):
     constant, 30,000 completion tokens per rollout and 4,096 per turn.
     """
 
-    # --- ours ------------------------------------------------------------------------------------------------
-    freeze_vision: bool = field(default=True, metadata={
-        "help": "Freeze the vision tower and its projector (as the SFT recipe does); only the language model learns."})
-    model_dtype: str = field(default="float32", metadata={
-        "help": "dtype the weights are loaded in: float32 or bfloat16 (pair bfloat16 with DeepSpeed/FSDP)."})
+    # --- ours (and _ModelFields) ---------------------------------------------------------------------------
     max_turn_tokens: int = field(default=4096, metadata={"help": "Most tokens the policy writes in one turn."})
     rollout_batch: int = field(default=8, metadata={
         "help": "Most concurrent turns the in-process model generates in one call (1: one at a time)."})
@@ -158,8 +160,8 @@ class GenGRPOConfig(GRPOConfig):
 
 _OURS = {
     GenSFTConfig: "freeze_vision, max_pixels, model_dtype, lora, lora_r, lora_alpha, lora_dropout, lora_target_modules",
-    GenGRPOConfig: "freeze_vision, model_dtype, max_turn_tokens, rollout_batch, max_excluded_fraction, "
-                   "outage_retries, outage_backoff_s",
+    GenGRPOConfig: "freeze_vision, model_dtype, lora, lora_r, lora_alpha, lora_dropout, lora_target_modules, "
+                   "max_turn_tokens, rollout_batch, max_excluded_fraction, outage_retries, outage_backoff_s",
 }
 
 

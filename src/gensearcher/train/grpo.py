@@ -137,13 +137,14 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
         engine_factory: builds the step's `RolloutEngine` from (model, processor, sampling, max_batch); a
             test passes one that replays fixed turns.
         callbacks: extra `transformers.TrainerCallback`s.
+        peft_config: a LoRA configuration (peft) to train an adapter instead of every weight.
     """
 
     def __init__(self, *, model: Any, args: GenGRPOConfig, train_dataset: Any, processing_class: Any,
                  settings: Settings, recipe: AgentRecipe, services: Any, engine_factory: Any = RolloutEngine,
-                 callbacks: list[Any] | None = None):
+                 callbacks: list[Any] | None = None, peft_config: Any = None):
         super().__init__(model=model, reward_funcs=[research_reward], args=args, train_dataset=train_dataset,
-                         processing_class=processing_class, callbacks=callbacks)
+                         processing_class=processing_class, callbacks=callbacks, peft_config=peft_config)
         self.config = args
         self.group_size = int(args.num_generations or 1)
         self.tools = [agent_tools]
@@ -467,7 +468,8 @@ def train_grpo(config: GenGRPOConfig, *, model: str, data: Path, settings: Setti
         _versions,
         freeze_vision,
         load_for_training,
-        save_processor,
+        lora_config,
+        save_checkpoint,
     )
 
     started = _dt.datetime.now(_dt.UTC).isoformat()
@@ -476,20 +478,19 @@ def train_grpo(config: GenGRPOConfig, *, model: str, data: Path, settings: Setti
     settings = training_settings(settings, config)
     recipe = AgentRecipe.from_settings(settings, out, system_prompt_file=system_prompt_file)
     policy, processor = load_for_training(model, config)
-    if config.freeze_vision:
+    if config.freeze_vision and not config.lora:  # LoRA adapts the language model only anyway
         freeze_vision(policy)
     dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": task.prompt}], "task": task.model_dump_json()}
                                  for task in tasks])
     trainer = GenSearcherGRPOTrainer(model=policy, args=config, train_dataset=dataset, processing_class=processor,
-                                     settings=settings, recipe=recipe, services=lambda: reward_services(settings, out))
+                                     settings=settings, recipe=recipe, services=lambda: reward_services(settings, out),
+                                     peft_config=lora_config(config))
     try:
         for callback in callbacks or []:
             trainer.add_callback(callback)
         resume_from = _checkpoint_to_resume(out) if resume else None
         trainer.train(resume_from_checkpoint=resume_from)
-        trainer.save_model(str(out))
-        if trainer.is_world_process_zero():
-            save_processor(processor, out)
+        save_checkpoint(trainer, processor, out, lora=config.lora)
     finally:
         trainer.close()
     history = trainer.state.log_history

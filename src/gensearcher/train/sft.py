@@ -143,16 +143,20 @@ def build_trainer(model: Any, processor: Any, collator: AgentChatCollator, rows:
          "images": [image.path for image in row.images]}
         for row in rows
     ])
-    peft_config = None
-    if config.lora:
-        try:
-            from peft import LoraConfig
-        except ImportError:
-            raise UserError("--lora needs peft: pip install 'gensearcher[train]'") from None
-        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                                 target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
     return SFTTrainer(model=model, args=config, data_collator=collator, train_dataset=dataset,
-                      processing_class=processor, peft_config=peft_config)
+                      processing_class=processor, peft_config=lora_config(config))
+
+
+def lora_config(config: GenSFTConfig | GenGRPOConfig) -> Any:
+    """The peft `LoraConfig` the configuration asks for, or None for a full fine-tune."""
+    if not config.lora:
+        return None
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise UserError("--lora needs peft: pip install 'gensearcher[train]'") from None
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
 
 
 def _checkpoint_to_resume(out: Path) -> str:
