@@ -23,6 +23,7 @@ reward summary is appended to `OUT/rewards.jsonl`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -97,8 +98,11 @@ class _Outcome:
 class _LoopThread:
     """One event loop in a daemon thread for the whole run: the tools' connections outlive a step."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 32) -> None:
         self.loop = asyncio.new_event_loop()
+        # Renders, image decoding and judging preparation of dozens of rollouts go through `to_thread`:
+        # the default pool (cores + 4) would queue a short render behind other rollouts' image work.
+        self.loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="rollout"))
         self._thread = threading.Thread(target=self.loop.run_forever, name="gensearcher-rollouts", daemon=True)
         self._thread.start()
 
