@@ -143,3 +143,33 @@ async def test_a_page_cached_under_a_looser_rule_is_not_served_under_the_strict_
             assert strict.fetcher is not None and strict.fetcher.requests_sent == 0
         finally:
             await strict.aclose()
+
+
+async def test_a_blob_torn_by_a_power_cut_is_fetched_again_and_repaired(tmp_path, live, local_web):
+    """Blobs are not fsynced while their index row is (SQLite commits durably): after a power cut the row
+    can name a blob the disk kept empty or short. That must read as a miss, never as an empty page."""
+    web = Web(live, WebCache(tmp_path / "c"))
+    url = local_web.url + "/page/trophy.html"
+    first = await web.fetch(url, used=[])
+    [blob] = [p for p in (tmp_path / "c" / "blobs").rglob("*") if p.is_file()]
+    blob.write_bytes(first.body[:0])  # what the lost data blocks leave: the renamed file, empty
+    hits = local_web.hits["/page/trophy.html"]
+    again = await web.fetch(url, used=[])
+    assert again.body == first.body and local_web.hits["/page/trophy.html"] == hits + 1
+    repaired = await web.fetch(url, used=[])  # the refetch rewrote the blob: a hit again
+    assert repaired.body == first.body and local_web.hits["/page/trophy.html"] == hits + 1
+    blob.write_bytes(first.body[:-7] + b"garbage")  # same size, other bytes
+    assert (await web.fetch(url, used=[])).body == first.body and local_web.hits["/page/trophy.html"] == hits + 2
+    web.cache.close()
+
+
+async def test_a_torn_blob_is_left_out_of_an_export_instead_of_spoiling_its_import(tmp_path, live, local_web):
+    web = Web(live, WebCache(tmp_path / "c"))
+    await web.fetch(local_web.url + "/page/trophy.html", used=[])
+    [key] = [row[0] for row in web.cache._db.execute("SELECT key FROM entries")]
+    [blob] = [p for p in (tmp_path / "c" / "blobs").rglob("*") if p.is_file()]
+    blob.write_bytes(b"")
+    written, missing = web.cache.export([key], tmp_path / "out.tar.gz")
+    assert (written, missing) == (0, [key])
+    assert WebCache(tmp_path / "other").import_archive(tmp_path / "out.tar.gz") == 0
+    web.cache.close()

@@ -136,19 +136,20 @@ class WebCache:
         meta, blob, created = row
         if self.max_age_s is not None and time.time() - created > self.max_age_s:
             return None
-        path = self._blob_path(blob)
-        if not path.is_file():
+        body = self._read_blob(blob)
+        if body is None:
             return None
-        return CachedValue(key=key, body=path.read_bytes(), meta=json.loads(meta), hit=True)
+        return CachedValue(key=key, body=body, meta=json.loads(meta), hit=True)
 
     def store(self, key: str, namespace: str, request: dict[str, Any], body: bytes, meta: dict[str, Any],
               *, created: float | None = None) -> None:
         blob = hashlib.sha256(body).hexdigest()
-        path = self._blob_path(blob)
-        if not path.exists():
+        if self._read_blob(blob) is None:
             # Renamed into place whole, never torn by a killed process; not fsynced (this runs on the event
-            # loop, once per fetch): after a power cut an entry is at worst fetched again.
-            write_atomic(path, body, fsync=False)
+            # loop, once per fetch). The index row is durable, the blob may not be: after a power cut it can
+            # be empty or short, which `_read_blob` tells by its hash, so the entry is fetched again and
+            # this rewrites it.
+            write_atomic(self._blob_path(blob), body, fsync=False)
         self._db.execute(
             "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
             (key, namespace, json.dumps(request, ensure_ascii=False), json.dumps(meta, ensure_ascii=False), blob,
@@ -158,6 +159,14 @@ class WebCache:
     def _blob_path(self, blob: str) -> Path:
         return self.root / "blobs" / blob[:2] / blob
 
+    def _read_blob(self, blob: str) -> bytes | None:
+        """The blob's bytes, or None when it is missing or not what its name (its sha256) says."""
+        try:
+            body = self._blob_path(blob).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        return body if hashlib.sha256(body).hexdigest() == blob else None
+
     # -- export / import ---------------------------------------------------------------------------
 
     def export(self, keys: Iterable[str], out: Path) -> tuple[int, list[str]]:
@@ -166,7 +175,7 @@ class WebCache:
         for key in dict.fromkeys(keys):
             row = self._db.execute("SELECT key, namespace, request, meta, blob, created FROM entries WHERE key = ?",
                                    (key,)).fetchone()
-            if row is None or not self._blob_path(row[4]).is_file():
+            if row is None or self._read_blob(row[4]) is None:  # a torn blob would spoil the import
                 missing.append(key)
             else:
                 rows.append(row)
@@ -199,7 +208,7 @@ class WebCache:
                     raise UserError(f"{archive}: blob {entry.blob[:12]} is missing")
             for blob in blobs:
                 path = self._blob_path(blob)
-                if not path.exists():
+                if self._read_blob(blob) is None:  # missing, or torn by a power cut: the archive's is whole
                     path.parent.mkdir(parents=True, exist_ok=True)
                     (staging / blob).replace(path)
             for entry in entries:
