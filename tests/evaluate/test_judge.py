@@ -112,3 +112,28 @@ async def test_wise_and_text_judges(tmp_path, images):
         await judge.aclose()
     assert verified.overall == 1.0 and text.overall == 0.75
     assert "No flame" in server.requests[0]["messages"][-1]["content"][-1]["text"]
+
+
+async def test_a_picture_rewritten_under_its_name_is_judged_anew(tmp_path):
+    """A retried rollout's image is saved again under the same name. File timestamps tick coarsely (a
+    jiffy) and tools such as rsync or cp -p keep them, so the new picture may match the old one's mtime
+    and size; the judge must still see (and score) the new picture, not a memo or a cached verdict."""
+    import os
+
+    from PIL import Image
+
+    generated, ground_truth = tmp_path / "gen.png", make_image(tmp_path / "gt.png", color=(0, 0, 255))
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(generated, compress_level=0)  # stored: size fixed by the pixels
+    with ScriptedPolicyServer(ScriptedJudge()) as server:
+        judge = await judge_for(server, tmp_path)
+        await judge.knowgen("retried", "A cup", generated, ground_truth)
+        before = generated.stat()
+        Image.new("RGB", (64, 64), (0, 255, 0)).save(generated, compress_level=0)
+        os.utime(generated, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert generated.stat().st_size == before.st_size
+        await judge.knowgen("retried", "A cup", generated, ground_truth)
+        await judge.aclose()
+    assert len(server.requests) == 2
+    first, second = (next(p["image_url"]["url"] for p in r["messages"][-1]["content"] if p["type"] == "image_url")
+                     for r in server.requests)
+    assert first != second

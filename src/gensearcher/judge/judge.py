@@ -141,7 +141,7 @@ class Judge:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.seconds = 0.0
-        self._prepared: dict[tuple[str, int, int], ImageRef] = {}
+        self._prepared: dict[str, ImageRef] = {}  # by the sha256 of the source file
 
     def rubric(self, kind: Kind) -> str:
         return self.rubrics.get(kind) or default_rubric(kind)
@@ -207,14 +207,14 @@ class Judge:
         return response.text, False
 
     async def _prepare(self, path: Path) -> ImageRef:
-        """The capped copy the judge is sent; a file judged again (a ground truth, once per rollout) is
-        prepared once, as long as it is unchanged."""
-        stat = await asyncio.to_thread(path.stat)
-        key = (str(path), stat.st_mtime_ns, stat.st_size)
-        if key not in self._prepared:
-            self._prepared[key] = await asyncio.to_thread(prepare_for_policy, path, self.image_dir,
-                                                          self.config.image_pixels)
-        return self._prepared[key]
+        """The capped copy the judge is sent; a picture judged again (a ground truth, once per rollout) is
+        prepared once. Keyed by the file's bytes, not its name and mtime: a retried rollout's image is
+        saved again under its name, within the same timestamp tick and often at the same size."""
+        digest = await asyncio.to_thread(_file_sha256, path)
+        if digest not in self._prepared:
+            self._prepared[digest] = await asyncio.to_thread(prepare_for_policy, path, self.image_dir,
+                                                             self.config.image_pixels)
+        return self._prepared[digest]
 
     def costs(self) -> dict[str, Any]:
         return {"calls": self.calls, "cache_hits": self.cache_hits, "prompt_tokens": self.prompt_tokens,
@@ -233,3 +233,11 @@ def load_rubric_file(path: Path | None) -> str | None:
     if not path.is_file():
         raise UserError(f"rubric file not found: {path}")
     return path.read_text(encoding="utf-8")
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
