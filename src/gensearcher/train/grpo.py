@@ -59,7 +59,8 @@ from gensearcher.train.rollout import (
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Exclusions a retry can cure, by what must run again; the rest (no ground truth) are permanent.
+# Exclusions a retry can cure, by what must run again; the rest (no ground truth, internal_error: a crash
+# in our code, which a re-run after a pause only repeats) are permanent.
 _RESCORE = {"generator_failed", "judge_failed"}
 _RERUN = {"tool_outage", "policy_backend"}
 _ROW_LOSSES = {"grpo", "sapo", "luspo", "dr_grpo"}  # losses normalised by the number of rows
@@ -282,10 +283,11 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
             curable = [i for i in excluded if outcomes[i].reward.reason in _RESCORE | _RERUN]
             reasons = sorted({str(outcomes[i].reward.reason) for i in excluded})
             if attempt == self.config.outage_retries or not curable:
+                why = ("rollouts crashed (internal_error: a bug, its tracebacks are in the log)"
+                       if "internal_error" in reasons else "the generator, judge or search services are not answering")
                 return outcomes, (
                     f"step {step}: {len(excluded)} of {len(outcomes)} rollouts excluded ({', '.join(reasons)}) after "
-                    f"{attempt} pause(s); the generator, judge or search services are not answering. Fix them and "
-                    "resume with --resume (the last checkpoint is kept)")
+                    f"{attempt} pause(s); {why}. Fix them and resume with --resume (the last checkpoint is kept)")
             pause = self.config.outage_backoff_s * 2**attempt
             logger.warning("step %d: %d of %d rollouts excluded (%s); pausing %.0f s before retrying them",
                            step, len(excluded), len(outcomes), ", ".join(reasons), pause)
@@ -301,9 +303,10 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
         policy = RolloutPolicy(engine, max_completion_tokens=int(self.max_completion_length or 0))
         try:
             trajectory = await self.recipe.agent(policy, self._toolbox).run(task)
-        except Exception as exc:  # a bug must cost this rollout, not the step: excluded (policy_backend)
+        except Exception as exc:  # a bug must cost this rollout, not the step: excluded, as a crash
             logger.exception("rollout %s crashed", name)
-            trajectory = crashed_trajectory(task, exc)
+            return _Outcome(task, crashed_trajectory(task, exc), _crashed("the rollout", exc),
+                            time.monotonic() - started, 0.0)
         scored = time.monotonic()
         return _Outcome(task, trajectory, await self._score(task, trajectory, name), scored - started,
                         time.monotonic() - scored)
@@ -311,10 +314,13 @@ class GenSearcherGRPOTrainer(GRPOTrainer):
     async def _score(self, task: Task, trajectory: Trajectory, name: str) -> RewardRecord:
         try:
             return await self._rewarder.score(task, trajectory, name=self._image_name(name))
-        except Exception as exc:  # e.g. a full disk saving the image: excluded, and retried like the generator
-            logger.exception("scoring %s crashed", name)
+        except OSError as exc:  # e.g. a full disk saving the image: excluded, and retried like the generator
+            logger.exception("scoring %s failed", name)
             return RewardRecord(status="excluded", reward=None, reason="generator_failed", text_coef=0.0,
                                 detail=f"scoring failed: {type(exc).__name__}")
+        except Exception as exc:  # a bug in the scoring: excluded, as a crash
+            logger.exception("scoring %s crashed", name)
+            return _crashed("its scoring", exc)
 
     async def _retry(self, engine: RolloutEngine, outcome: _Outcome, name: str) -> _Outcome:
         if outcome.reward.reason in _RESCORE:
@@ -396,6 +402,12 @@ def _judged_row(name: str, outcome: _Outcome) -> dict[str, Any]:
                     output_path=reward.generated_image, used_prompt=reward.gen_prompt,
                     used_images=reward.reference_images, success=True, scores=scores)
     return row.to_json()
+
+
+def _crashed(what: str, exc: Exception) -> RewardRecord:
+    # The exception's text stays in the log: it may quote anything (a request, a configured secret).
+    return RewardRecord(status="excluded", reward=None, reason="internal_error", text_coef=0.0,
+                        detail=f"{what} crashed: {type(exc).__name__} (traceback in the training log)")
 
 
 def append_step_line(path: Path, summary: dict[str, Any]) -> None:

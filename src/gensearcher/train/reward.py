@@ -46,7 +46,8 @@ class RewardRecord(BaseModel):
     reason: str | None = Field(None, description=(
         "Why it was not scored (None when scored). policy_failure: the termination (no_answer, answer_invalid, "
         "repeated_response, context_exceeded), empty_gen_prompt, reference_count. excluded: missing_ground_truth, "
-        "empty_prompt, policy_backend, tool_outage, unfinished, generator_failed, judge_failed."))
+        "empty_prompt, policy_backend, tool_outage, unfinished, generator_failed, judge_failed, "
+        "internal_error (a crash in gensearcher itself: never retried)."))
     detail: str | None = Field(None, description="A readable account of the reason (secrets redacted).")
     image_score: float | None = Field(None, description="The generated image's KnowGen K score (0-1, 2 decimals).")
     text_score: float | None = Field(None, description="The text judge's score (when text_coef > 0).")
