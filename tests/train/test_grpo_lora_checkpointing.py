@@ -1,0 +1,39 @@
+"""Review: LoRA under the recipe's gradient checkpointing (TRL's default, on). Every base weight is frozen,
+so a reentrant checkpoint would see no input needing a gradient and give the adapter none; the step must
+still move the adapter (and nothing else)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("trl")
+torch = pytest.importorskip("torch")
+
+from gensearcher.testing.image_apis import KEY, ImageApis  # noqa: E402
+from tests.conftest import make_image  # noqa: E402
+from tests.train.test_grpo import GradedJudge, tasks_file, trainer_for  # noqa: E402
+
+# Reentrant (what TRL forces under ZeRO-3 + PEFT): torch warns that the frozen vision tower's checkpointed
+# blocks have no input needing a gradient; true and harmless there (LoRA adapts the language model only).
+_FROZEN_TOWER = pytest.mark.filterwarnings("ignore:None of the inputs have requires_grad:UserWarning")
+
+
+@pytest.mark.parametrize("reentrant", [None, pytest.param(True, marks=_FROZEN_TOWER), False])
+def test_lora_with_gradient_checkpointing_trains_the_adapter(tiny_checkpoint, local_web, tmp_path, reentrant):
+    gt = make_image(tmp_path / "gt.png", size=(256, 256))
+    tasks = tasks_file(tmp_path, {"A poster of the red team": gt})
+    kwargs = {} if reentrant is None else {"gradient_checkpointing_kwargs": {"use_reentrant": reentrant}}
+    with ImageApis() as apis:
+        generator = {"backend": "openai", "api_key": KEY, "api_base_url": apis.url + "/v1"}
+        with trainer_for(tiny_checkpoint, tmp_path / "grpo", local_web, generator, GradedJudge([0.9, 0.2]),
+                         {"red team": ["A red poster.", "A dark red poster."]}, tasks, lora=True, lora_r=4,
+                         max_steps=1, gradient_accumulation_steps=1, gradient_checkpointing=True,
+                         **kwargs) as (trainer, _):
+            named = dict(trainer.model.named_parameters())
+            before = {n: p.detach().clone() for n, p in named.items()}
+            trainer.train()
+            moved = {n for n, p in named.items() if not torch.equal(before[n], p)}
+            steps = [entry for entry in trainer.state.log_history if "reward" in entry]
+    assert steps and steps[0]["reward_std"] > 0
+    assert moved and all("lora_" in n for n in moved)
+    assert any("lora_A" in n for n in moved) and any("lora_B" in n for n in moved)
