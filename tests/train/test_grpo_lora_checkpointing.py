@@ -37,3 +37,39 @@ def test_lora_with_gradient_checkpointing_trains_the_adapter(tiny_checkpoint, lo
     assert steps and steps[0]["reward_std"] > 0
     assert moved and all("lora_" in n for n in moved)
     assert any("lora_A" in n for n in moved) and any("lora_B" in n for n in moved)
+
+
+def test_a_lora_run_resumes_from_its_adapter_checkpoint(tiny_checkpoint, local_web, tmp_path):
+    """checkpoint-N of a LoRA run holds the adapter (not merged weights): a resumed run starts from exactly
+    that adapter and its step count, and trains on from there."""
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    gt = make_image(tmp_path / "gt.png", size=(256, 256))
+    tasks = tasks_file(tmp_path, {"A poster of the red team": gt})
+    answers = {"red team": ["A red poster.", "A dark red poster."]}
+    fields = {"lora": True, "lora_r": 4, "gradient_accumulation_steps": 1, "save_strategy": "steps", "save_steps": 1}
+    started: dict[str, torch.Tensor] = {}
+
+    class AtStart(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            started.update({n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n})
+
+    with ImageApis() as apis:
+        generator = {"backend": "openai", "api_key": KEY, "api_base_url": apis.url + "/v1"}
+        with trainer_for(tiny_checkpoint, tmp_path / "first", local_web, generator, GradedJudge([0.9, 0.2]),
+                         answers, tasks, max_steps=1, **fields) as (trainer, _):
+            trainer.train()
+        checkpoint = tmp_path / "first" / "checkpoint-1"
+        saved = load_file(checkpoint / "adapter_model.safetensors")
+        with trainer_for(tiny_checkpoint, tmp_path / "second", local_web, generator, GradedJudge([0.9, 0.2]),
+                         answers, tasks, max_steps=2, **fields) as (trainer, _):
+            trainer.add_callback(AtStart())
+            trainer.train(resume_from_checkpoint=str(checkpoint))
+            after = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+            step = trainer.state.global_step
+    assert not (checkpoint / "model.safetensors").exists() and saved
+    assert any(bool(t.abs().sum() > 0) for n, t in saved.items() if "lora_B" in n)  # trained, not the zero init
+    assert {n.replace(".default", "") for n in started} == set(saved)
+    assert all(torch.equal(started[n], saved[n.replace(".default", "")]) for n in started)
+    assert step == 2 and any(not torch.equal(started[n], after[n]) for n in started)
