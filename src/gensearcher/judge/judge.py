@@ -210,7 +210,10 @@ class Judge:
         """The capped copy the judge is sent; a picture judged again (a ground truth, once per rollout) is
         prepared once. Keyed by the file's bytes, not its name and mtime: a retried rollout's image is
         saved again under its name, within the same timestamp tick and often at the same size."""
-        digest = await asyncio.to_thread(_file_sha256, path)
+        try:
+            digest = await asyncio.to_thread(_file_sha256, path)
+        except OSError as exc:  # removed or unreadable since the check in _judge
+            raise JudgeError(f"cannot read image {path}: {exc.strerror or exc}") from None
         if digest not in self._prepared:
             self._prepared[digest] = await asyncio.to_thread(prepare_for_policy, path, self.image_dir,
                                                              self.config.image_pixels)
