@@ -73,3 +73,37 @@ def test_a_lora_run_resumes_from_its_adapter_checkpoint(tiny_checkpoint, local_w
     assert {n.replace(".default", "") for n in started} == set(saved)
     assert all(torch.equal(started[n], saved[n.replace(".default", "")]) for n in started)
     assert step == 2 and any(not torch.equal(started[n], after[n]) for n in started)
+
+
+async def test_the_rollout_engine_samples_with_the_adapter(tiny_checkpoint, tmp_path):
+    """The real `generate` path of a rollout turn (an image in the prompt) over the PEFT-wrapped model, as
+    `unwrap_model_for_generation` hands it over: a changed adapter changes the turn, a disabled one gives
+    the base model's."""
+    from peft import get_peft_model
+
+    from gensearcher.images import prepare_for_policy
+    from gensearcher.messages import Message
+    from gensearcher.train.config import GenGRPOConfig, load_config
+    from gensearcher.train.rollout import RolloutEngine, RolloutPolicy, Sampling
+    from gensearcher.train.sft import load_for_training, lora_config
+
+    config = load_config(None, {"output_dir": str(tmp_path / "o"), "lora": True, "lora_r": 4, "bf16": False,
+                                "report_to": "none"}, GenGRPOConfig)
+    model, processor = load_for_training(str(tiny_checkpoint), config)
+    peft = get_peft_model(model, lora_config(config))
+    picture = prepare_for_policy(make_image(tmp_path / "a.png", size=(256, 256)), tmp_path / "store", 160_000)
+    messages = [Message(role="system", text="You help."), Message(role="user", text="What is it?", images=[picture])]
+
+    async def turn() -> list[int]:
+        engine = RolloutEngine(peft, processor, Sampling(temperature=0.0, max_new_tokens=12), 4)
+        return (await RolloutPolicy(engine, max_completion_tokens=400).complete(messages, max_tokens=12)).completion_token_ids
+
+    fresh = await turn()  # lora_B starts at zero: the base model's turn
+    with torch.no_grad():
+        for name, parameter in peft.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 2.0, generator=torch.Generator().manual_seed(0))
+    adapted = await turn()
+    with peft.disable_adapter():
+        disabled = await turn()
+    assert fresh and adapted != fresh and disabled == fresh
