@@ -24,7 +24,7 @@ from gensearcher.agent.protocol import loads_lenient
 from gensearcher.config import JudgeConfig, PolicyConfig
 from gensearcher.data.records import text_not_applicable
 from gensearcher.errors import GenSearcherError, PolicyError, UserError
-from gensearcher.images import prepare_for_policy
+from gensearcher.images import prepare_for_policy, sha256_file
 from gensearcher.messages import ImageRef, Message
 from gensearcher.web import WebCache
 
@@ -211,7 +211,7 @@ class Judge:
         prepared once. Keyed by the file's bytes, not its name and mtime: a retried rollout's image is
         saved again under its name, within the same timestamp tick and often at the same size."""
         try:
-            digest = await asyncio.to_thread(_file_sha256, path)
+            digest = await asyncio.to_thread(sha256_file, path)
         except OSError as exc:  # removed or unreadable since the check in _judge
             raise JudgeError(f"cannot read image {path}: {exc.strerror or exc}") from None
         if digest not in self._prepared:
@@ -236,11 +236,3 @@ def load_rubric_file(path: Path | None) -> str | None:
     if not path.is_file():
         raise UserError(f"rubric file not found: {path}")
     return path.read_text(encoding="utf-8")
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
