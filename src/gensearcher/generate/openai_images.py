@@ -10,6 +10,7 @@ set `generator.api_model` (e.g. gpt-image-1.5) to use a current model. The image
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from typing import Any
 
@@ -37,7 +38,8 @@ class OpenAIImagesGenerator(ApiGenerator):
             def form() -> aiohttp.FormData:
                 data = aiohttp.FormData()
                 for index, (_, raw, mime) in enumerate(files):
-                    data.add_field("image[]", raw, filename=f"reference{index}.{mime.split('/')[1]}", content_type=mime)
+                    # A stream, not bytes: aiohttp sends a large bytes part in one blocking write on the loop.
+                    data.add_field("image[]", io.BytesIO(raw), filename=f"reference{index}.{mime.split('/')[1]}", content_type=mime)
                 for key, value in fields.items():
                     data.add_field(key, str(value))
                 return data
