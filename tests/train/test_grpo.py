@@ -266,12 +266,12 @@ def test_outages_are_excluded_from_the_loss_and_from_their_group_exactly(tiny_ch
 
 def test_the_trained_sequence_is_what_the_agent_showed_token_for_token_and_pixel_for_pixel(
         tiny_checkpoint, local_web, tmp_path):
-    gt = make_image(tmp_path / "gt.png", size=(256, 256))
-    tasks = tasks_file(tmp_path, {"A poster of the red team": gt})
+    gt = make_image(tmp_path / "gt.png", size=(1328, 1328))
+    tasks = tasks_file(tmp_path, {"A photo of the red team": gt})  # its search hit is a 1328 x 996 photo
     with ImageApis() as apis:
         generator = {"backend": "openai", "api_key": KEY, "api_base_url": apis.url + "/v1"}
         with trainer_for(tiny_checkpoint, tmp_path / "grpo", local_web, generator, GradedJudge([0.9, 0.1]),
-                         {"red team": ["A red poster.", "A dark red poster."]}, tasks) as (trainer, _):
+                         {"photo of the red team": ["A red poster.", "A dark red poster."]}, tasks) as (trainer, _):
             trainer.model.train()
             output = trainer._generate_and_score_completions(batch_inputs(trainer, 1))
             trajectories = [outcome.trajectory for outcome in trainer._last_outcomes]
@@ -309,6 +309,8 @@ def test_the_trained_sequence_is_what_the_agent_showed_token_for_token_and_pixel
         full = output["prompt_ids"][row][output["prompt_mask"][row].bool()].tolist() + completion[:live]
         assert rendered["input_ids"][0].tolist() == full[: rendered["input_ids"].shape[1]]
         assert trajectory.steps[-1].prompt_token_ids == rendered["input_ids"][0].tolist()
+        shown = [image for message in trajectory.messages for image in message.images]
+        assert len(shown) == 1 and 100_000 < shown[0].width * shown[0].height <= 160_000  # the photo, at the cap
         rows = int(output["image_grid_thw"][row].prod())
         assert torch.equal(rendered["pixel_values"], output["pixel_values"][row * rows:(row + 1) * rows])
         # Pixels reach the training forward: changing them moves the log-probs after the image only.

@@ -51,6 +51,16 @@ def _image_bytes(kind: str, color: tuple[int, int, int], size: tuple[int, int] =
     return buffer.getvalue()
 
 
+def _photo_bytes(size: tuple[int, int] = (1328, 996)) -> bytes:
+    """A JPEG at a real photo's size whose pixels vary everywhere (noise per channel), not a flat colour."""
+    from PIL import Image
+
+    channels = [Image.effect_noise(size, sigma) for sigma in (40, 60, 80)]
+    buffer = io.BytesIO()
+    Image.merge("RGB", channels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def _huge_png_header() -> bytes:
     """A PNG whose header declares 20000x20000 pixels (400 MP); the data is garbage."""
     import struct
@@ -119,6 +129,8 @@ class LocalWeb:
                  "green.gif", "teal.webp"]
         if query.startswith("slow"):
             names = [f"slow-{i}.jpg" for i in range(10)]
+        if query.startswith("photo"):  # one hit at a real search result's size
+            names = ["photo.jpg"]
         return [{"title": f"{name} title", "imageUrl": f"{self.url}/img/{name}", "imageWidth": 64, "imageHeight": 48,
                  "link": f"{self.url}/page/tour.html", "source": "local", "position": i + 1}
                 for i, name in enumerate(names)]
@@ -170,6 +182,8 @@ class LocalWeb:
                 await asyncio.sleep(self.slow_s)
                 index = int(name[5:].split(".")[0])
                 return Response(_image_bytes("JPEG", (10 * index, 100, 150)), media_type="image/jpeg")
+            if name == "photo.jpg" and name not in self.images:
+                self.images[name] = ("image/jpeg", _photo_bytes())  # built on first use: a second of CPU
             if name not in self.images:
                 return PlainTextResponse("gone", status_code=404)
             media, data = self.images[name]
