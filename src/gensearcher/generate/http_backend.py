@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import random
 import time
@@ -127,7 +128,9 @@ class HttpGenerator:
         try:
             async with server.limit:
                 timeout = aiohttp.ClientTimeout(total=deadline - time.monotonic())
-                async with self._client().post(server.url + self.config.app_path, data=payload, timeout=timeout) as response:
+                # A stream, not bytes: aiohttp writes a large bytes body in one blocking call on the loop.
+                async with self._client().post(server.url + self.config.app_path, data=io.BytesIO(payload),
+                                               timeout=timeout) as response:
                     raw = await _read_body(response, MAX_RESPONSE_BYTES)
                     status = response.status
         except TimeoutError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import re
 import time
@@ -93,7 +94,10 @@ class OpenAIChatPolicy:
             raise PolicyError(f"policy call passed its {self.config.deadline_s:.0f} s deadline")
         timeout = aiohttp.ClientTimeout(total=min(self.config.request_timeout_s, remaining))
         try:
-            async with self._client().post(self._url, data=body, timeout=timeout, proxy=self._proxy) as response:
+            # A stream, not bytes: a request with images is megabytes, which aiohttp would write in one
+            # blocking call on the loop.
+            async with self._client().post(self._url, data=io.BytesIO(body), timeout=timeout,
+                                           proxy=self._proxy) as response:
                 status, headers, raw = response.status, response.headers, await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
             return None, f"{type(exc).__name__} talking to {self.config.base_url}"
