@@ -144,14 +144,15 @@ def generator_server(tiny_text_model, tiny_edit_model):
 def test_two_steps_on_graded_rewards_change_the_weights_and_write_what_happened(
         tiny_checkpoint, local_web, generator_server, tmp_path):
     gt = make_image(tmp_path / "gt.png", size=(1328, 1328), color=(200, 20, 20))
-    tasks = tasks_file(tmp_path, {"A poster of the red team": gt, "A poster of the blue team": gt})
+    # Real sizes: each search hit is a 1328 x 996 photo, the ground truth 1328 px.
+    tasks = tasks_file(tmp_path, {"A photo of the red team": gt, "A photo of the blue team": gt})
     grades = iter([0.9, 0.2, 0.6, 0.1, 0.8, 0.3, 0.7, 0.4] * 4)
 
     def judge(body: dict[str, Any]) -> str:
         return knowgen(next(grades))
 
-    answers = {"red team": ["A red poster, as the reference.", "A dark red poster."],
-               "blue team": ["A blue poster, as the reference.", "A pale blue poster."]}
+    answers = {"photo of the red team": ["A red poster, as the reference.", "A dark red poster."],
+               "photo of the blue team": ["A blue poster, as the reference.", "A pale blue poster."]}
     out = tmp_path / "grpo"
     with trainer_for(tiny_checkpoint, out, local_web, generator_server, judge, answers, tasks) as (trainer, server):
         before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
